@@ -1,0 +1,224 @@
+"""Typed job configuration: one dataclass tree, defaults in code, loaded from TOML and flags.
+
+The resolved tree is saved beside every result (``config.toml``) and inside every checkpoint,
+so a run can be reproduced from its output folder alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import tomli_w
+
+from faceattr.errors import FaceattrError, did_you_mean
+
+__all__ = [
+    "DataConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "AugmentConfig",
+    "TrainConfig",
+    "load_config",
+    "save_config",
+    "config_to_dict",
+    "config_from_dict",
+    "apply_overrides",
+]
+
+
+@dataclass
+class DataConfig:
+    """Where the images are and which of them to use."""
+
+    root: str = "../shared/celeba"
+    layout: str = "auto"  # auto | official | torchvision | kaggle
+    attributes: list[str] = field(default_factory=list)  # empty: all attributes in the data
+    train_split: str = "train"
+    val_split: str = "valid"  # valid | holdout | test | none
+    holdout_fraction: float = 0.0  # >0 carves an identity-disjoint 'holdout' split out of train
+    limit: int = 0  # 0: every image; N: a seeded sample of N training images
+    val_limit: int = 0
+    cache_dir: str = ""  # "": $FACEATTR_CACHE or ~/.cache/faceattr
+    workers: int = 0  # processes for the one-time decode into the cache (0: one per core)
+
+
+@dataclass
+class ModelConfig:
+    """Which network and how its input is prepared."""
+
+    name: str = "mobilenet_v2"
+    pretrained: bool = False
+    image_size: list[int] = field(default_factory=list)  # [height, width]; empty: the model's default
+    crop: list[int] = field(default_factory=list)  # [x0, y0, x1, y1] in the 178x218 aligned frame; empty: whole frame
+    hidden: int = 0  # units of an optional hidden layer in the head
+    dropout: float = 0.2
+    freeze_epochs: int = 0  # epochs training the head only on a frozen backbone
+    finetune_stages: int = -1  # after that, how many of the last backbone stages train (-1: all)
+    finetune_lr_mult: float = 0.1  # learning-rate multiplier for backbone parameters while fine-tuning
+
+
+@dataclass
+class OptimConfig:
+    """Optimiser and learning-rate schedule."""
+
+    optimizer: str = "adamw"  # sgd | adam | adamw
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    scheduler: str = "onecycle"  # cyclic | onecycle | cosine | none
+    warmup_fraction: float = 0.1  # share of steps spent warming up (onecycle, cosine)
+    cyclic_base_lr_mult: float = 0.1  # cyclic: base_lr = lr * this
+    grad_clip: float = 0.0  # 0: no clipping
+
+
+@dataclass
+class AugmentConfig:
+    """Random training-time augmentation, applied batched on uint8 tensors."""
+
+    hflip: bool = True
+    crop_scale: float = 0.9  # random crop keeps at least this share of each side (1.0: no crop)
+    rotate: float = 10.0  # degrees, uniform in [-rotate, rotate]
+    scale: float = 0.1  # zoom factor uniform in [1-scale, 1+scale]
+    color: float = 0.1  # brightness/contrast jitter strength (0: off)
+
+
+@dataclass
+class TrainConfig:
+    """Everything one training run needs."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    loss: str = "bce"  # bce | bce_weighted | ce (one attribute, two-class softmax)
+    label_smoothing: float = 0.0
+    epochs: int = 5
+    max_steps: int = 0  # 0: run every epoch to the end; N: stop after N optimiser steps
+    batch_size: int = 64
+    eval_batch_size: int = 256
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    threads: int = 0  # CPU threads for torch (0: torch's default)
+    checkpoint_every: int = 200  # steps between mid-epoch 'last' checkpoints (0: only at epoch end)
+    out: str = "runs/exp"
+    progress: bool = True
+
+
+T = TypeVar("T")
+
+
+def _check_type(value: Any, tp: Any, where: str) -> Any:
+    """Validate (and lightly coerce) one value against a field's annotation."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            try:
+                return _check_type(value, arg, where)
+            except FaceattrError:
+                continue
+        raise FaceattrError(f"config {where}: {value!r} is not a {tp}")
+    if origin is list:
+        (inner,) = typing.get_args(tp) or (Any,)
+        if isinstance(value, str):
+            value = [v for v in value.replace(",", " ").split() if v]
+        if not isinstance(value, (list, tuple)):
+            raise FaceattrError(f"config {where}: expected a list, got {value!r}")
+        return [_check_type(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in {"true", "1", "yes", "false", "0", "no"}:
+            return value.lower() in {"true", "1", "yes"}
+        raise FaceattrError(f"config {where}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise FaceattrError(f"config {where}: expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        raise FaceattrError(f"config {where}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise FaceattrError(f"config {where}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, (str, Path)):
+            return str(value)
+        raise FaceattrError(f"config {where}: expected a string, got {value!r}")
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise FaceattrError(f"config {where}: expected a table, got {value!r}")
+        return config_from_dict(tp, value, where)
+    return value
+
+
+def config_from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
+    """Build dataclass `cls` from a nested dict; unknown keys and wrong types raise FaceattrError."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in hints:
+            raise FaceattrError(f"config: unknown key '{where}{key}'{did_you_mean(key, names)}")
+        kwargs[key] = _check_type(value, hints[key], f"{where}{key}")
+    return cls(**kwargs)
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """Return the config tree as plain dicts/lists/scalars (TOML- and JSON-safe)."""
+    return dataclasses.asdict(cfg)
+
+
+def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Set dotted keys ('optim.lr') in a nested dict; None values are ignored (flag not given)."""
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        node = data
+        *parents, last = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = value
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Load a TrainConfig from an optional TOML file, then apply dotted-key overrides (flags win)."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise FaceattrError(f"config file not found: {p}; pass an existing .toml file")
+        try:
+            data = tomllib.loads(p.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as e:
+            raise FaceattrError(f"config file {p} is not valid TOML: {e}") from None
+    apply_overrides(data, overrides or {})
+    return config_from_dict(TrainConfig, data)
+
+
+def save_config(cfg: Any, path: str | Path) -> Path:
+    """Write the resolved config as TOML (atomically)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_suffix(p.suffix + ".tmp")
+    tmp.write_text(tomli_w.dumps(config_to_dict(cfg)), encoding="utf-8")
+    tmp.replace(p)
+    return p
