@@ -1,0 +1,223 @@
+"""Self-describing, safe checkpoints: safetensors weights with the metadata as JSON.
+
+A checkpoint is one ``.safetensors`` file. Its header metadata holds a JSON document (schema below)
+that is enough to rebuild the model and its preprocessing, so no pickle is ever loaded. The same
+JSON is written beside it (``.json``) for people and tools that want to read it without torch.
+
+Metadata schema (``format_version`` 1)::
+
+    {"format": "faceattr-checkpoint", "format_version": 1,
+     "model": {"name": str, "kwargs": {"num_outputs": int, "hidden": int, "dropout": float}},
+     "attributes": [str, ...],
+     "output": "sigmoid" | "softmax",   # sigmoid: one logit per attribute;
+                                        # softmax: one attribute, 2 logits, class 1 = present
+     "preprocess": {"size": [h, w], "crop": [x0, y0, x1, y1] | null, "mean": [3], "std": [3]},
+     "thresholds": [float, ...] | null, # per attribute; null means 0.5
+     "config": {...} | null,            # the resolved TrainConfig
+     "metrics": {...}, "epoch": int, "step": int,
+     "versions": {"faceattr": str, "torch": str, "torchvision": str}, "created": str,
+     "train_state": {...}}              # only in resumable 'last' checkpoints
+
+Tensors are stored under ``model.<name>``; resumable checkpoints add ``optim.<i>.<key>``.
+Writes go to a temp file that is then ``os.replace``d, so a kill mid-write never leaves a torn file.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from faceattr.errors import FaceattrError
+
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "save_checkpoint",
+    "read_metadata",
+    "load_checkpoint",
+    "load_tensors",
+    "update_metadata",
+    "unwrap_model",
+    "versions",
+    "shipped_models_dir",
+    "resolve_checkpoint",
+]
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "faceattr-checkpoint"
+FORMAT_VERSION = 1
+_META_KEY = "faceattr"
+
+
+def versions() -> dict[str, str]:
+    """Versions of the libraries that shape a checkpoint."""
+    import torchvision
+
+    from faceattr import __version__
+
+    return {"faceattr": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__}
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """Strip DataParallel/DDP (`.module`) and torch.compile (`._orig_mod`) wrappers before saving."""
+    while True:
+        if hasattr(model, "_orig_mod"):
+            model = model._orig_mod  # type: ignore[assignment]
+        elif isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+            model = model.module
+        else:
+            return model
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: nn.Module,
+    meta: dict[str, Any],
+    extra: dict[str, torch.Tensor] | None = None,
+    *,
+    half: bool = False,
+) -> Path:
+    """Write weights (+ optional extra tensors) and metadata atomically; returns the path."""
+    from safetensors.torch import save as st_save
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = dict(meta)
+    meta.setdefault("format", FORMAT)
+    meta.setdefault("format_version", FORMAT_VERSION)
+    meta.setdefault("versions", versions())
+    meta.setdefault("created", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    tensors: dict[str, torch.Tensor] = {}
+    for k, v in unwrap_model(model).state_dict().items():
+        v = v.detach().cpu()
+        if half and v.is_floating_point():
+            v = v.half()
+        tensors[f"model.{k}"] = v.contiguous()
+    for k, v in (extra or {}).items():
+        tensors[k] = v.detach().cpu().contiguous()
+    blob = st_save(tensors, metadata={_META_KEY: json.dumps(meta)})
+    _atomic_write_bytes(path, blob)
+    _atomic_write_bytes(path.with_suffix(".json"), json.dumps(meta, indent=2).encode("utf-8"))
+    return path
+
+
+def _open_error(path: Path, why: str) -> FaceattrError:
+    return FaceattrError(f"{path} is not a readable faceattr checkpoint ({why}); pass a .safetensors file written by `faceattr train`")
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint's metadata without loading its tensors."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise FaceattrError(f"checkpoint not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = (f.metadata() or {}).get(_META_KEY)
+    except Exception as e:  # safetensors raises several types for torn or foreign files
+        raise _open_error(path, f"{type(e).__name__}: {e}") from None
+    if raw is None:
+        raise _open_error(path, "no faceattr metadata")
+    try:
+        meta = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise _open_error(path, f"bad metadata JSON: {e}") from None
+    if meta.get("format") != FORMAT:
+        raise _open_error(path, f"format is {meta.get('format')!r}")
+    if int(meta.get("format_version", 0)) > FORMAT_VERSION:
+        raise FaceattrError(
+            f"{path} uses checkpoint format {meta['format_version']}, newer than this faceattr reads "
+            f"({FORMAT_VERSION}); upgrade faceattr"
+        )
+    return meta
+
+
+def load_tensors(path: str | Path, prefix: str = "", device: str = "cpu") -> dict[str, torch.Tensor]:
+    """Load the tensors whose names start with `prefix` (prefix stripped)."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    try:
+        tensors = load_file(str(path), device=device)
+    except Exception as e:
+        raise _open_error(path, f"{type(e).__name__}: {e}") from None
+    return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model a checkpoint describes and load its weights; returns (model in eval mode, metadata)."""
+    from faceattr.models import create_model
+
+    meta = read_metadata(path)
+    spec = meta["model"]
+    model = create_model(spec["name"], pretrained=False, **spec["kwargs"])
+    state = load_tensors(path, "model.", device="cpu")
+    ref = model.state_dict()
+    # fp16-shipped weights load back into the model's own dtype.
+    state = {k: v.to(ref[k].dtype) if k in ref else v for k, v in state.items()}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise _open_error(Path(path), f"weights do not fit {spec['name']}: {str(e).splitlines()[0]}") from None
+    model.to(device).eval()
+    return model, meta
+
+
+def update_metadata(path: str | Path, changes: dict[str, Any]) -> dict[str, Any]:
+    """Merge `changes` into a checkpoint's metadata in place (atomically); returns the new metadata."""
+    from safetensors.torch import load_file, save as st_save
+
+    path = Path(path)
+    meta = read_metadata(path)
+    meta.update(changes)
+    tensors = load_file(str(path))
+    _atomic_write_bytes(path, st_save(tensors, metadata={_META_KEY: json.dumps(meta)}))
+    _atomic_write_bytes(path.with_suffix(".json"), json.dumps(meta, indent=2).encode("utf-8"))
+    return meta
+
+
+def shipped_models_dir() -> Path:
+    """Folder inside the installed package that holds shipped models (`<name>.safetensors`)."""
+    return Path(__file__).resolve().parent / "assets" / "models"
+
+
+def resolve_checkpoint(name_or_path: str | Path) -> Path:
+    """Turn a shipped model name ('default') or a path into a checkpoint path, with a clear error."""
+    p = Path(name_or_path)
+    if p.suffix == ".safetensors" or p.exists() or os.sep in str(name_or_path):
+        if p.is_dir():
+            for candidate in ("best.safetensors", "last.safetensors"):
+                if (p / candidate).is_file():
+                    return p / candidate
+            raise FaceattrError(f"{p} holds no best.safetensors or last.safetensors; pass a checkpoint file or a run folder")
+        if not p.is_file():
+            raise FaceattrError(f"checkpoint not found: {p}")
+        return p
+    shipped = shipped_models_dir() / f"{name_or_path}.safetensors"
+    if shipped.is_file():
+        return shipped
+    names = sorted(q.stem for q in shipped_models_dir().glob("*.safetensors"))
+    from faceattr.errors import did_you_mean
+
+    raise FaceattrError(
+        f"no shipped model named '{name_or_path}'{did_you_mean(str(name_or_path), names)}; "
+        f"shipped: {', '.join(names) or 'none in this build'}; or pass a checkpoint path"
+    )
