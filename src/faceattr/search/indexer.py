@@ -1,0 +1,411 @@
+"""Build and update an attribute index over a folder of images: incremental, resumable, parallel.
+
+A run scans the folder, compares every image's size and mtime with what the index holds, removes
+rows of deleted files, and sends only new or changed files through `index_batch` (detection +
+alignment + attributes), one batch at a time. Each finished batch is committed in its own
+transaction, so a run that is killed loses at most the batches in flight and the next run goes on
+from there. Engines differ only in where `index_batch` runs: in this process ('local', workers=1),
+in N spawned processes that each load their own model ('local', workers=N), or as a Ray Data job
+('ray'); the writer is always this process.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import functools
+import hashlib
+import json
+import logging
+import multiprocessing as mp
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import closing
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Union
+
+import numpy as np
+
+from faceattr.errors import FaceattrError
+from faceattr.search.store import FaceRecord, FileEntry, FileRecord, IndexStore, ModelIdentity
+
+if TYPE_CHECKING:
+    from faceattr.infer import AttributeModel
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "ENGINES",
+    "IndexStats",
+    "IndexPlan",
+    "ModelSource",
+    "scan_folder",
+    "plan_update",
+    "model_identity",
+    "index_batch",
+    "load_model",
+    "build_index",
+]
+
+logger = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+ENGINES = ("local", "ray")
+
+# A model by name/path (each process loads its own), a loaded model (this process only), or a
+# picklable zero-argument callable that returns one (for workers that cannot load by name).
+ModelSource = Union[str, Path, "AttributeModel", Callable[[], "AttributeModel"]]
+
+
+@dataclass
+class IndexStats:
+    """What one indexing run did."""
+
+    scanned: int = 0
+    unchanged: int = 0
+    processed: int = 0
+    deleted: int = 0
+    faces: int = 0
+    noface: int = 0
+    errors: int = 0
+    batches: int = 0
+    seconds: float = 0.0
+
+    @property
+    def images_per_second(self) -> float:
+        """Processed images per wall-clock second of the whole run."""
+        return self.processed / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {**asdict(self), "images_per_second": round(self.images_per_second, 2)}
+
+
+@dataclass
+class IndexPlan:
+    """What a run has to do: files to (re)process and indexed files that are gone."""
+
+    todo: list[FileEntry]
+    deleted: list[str]
+    unchanged: int
+
+
+def scan_folder(root: Path) -> list[FileEntry]:
+    """Every image under `root` (recursive, sorted), skipping hidden folders; symlinked files are followed."""
+    root = Path(root)
+    out: list[FileEntry] = []
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            it = list(os.scandir(folder))
+        except OSError as e:
+            logger.warning("cannot list %s: %s", folder, e)
+            continue
+        for d in it:
+            if d.name.startswith("."):
+                continue
+            # Symlinked folders are not followed: they can loop, and they can lead out of the root.
+            if d.is_dir(follow_symlinks=False):
+                stack.append(Path(d.path))
+            elif Path(d.name).suffix.lower() in IMAGE_EXTENSIONS:
+                try:
+                    st = d.stat(follow_symlinks=True)
+                except OSError as e:
+                    logger.warning("skipping %s: %s", d.path, e)
+                    continue
+                rel = Path(d.path).relative_to(root).as_posix()
+                out.append(FileEntry(rel, int(st.st_size), int(st.st_mtime_ns)))
+    out.sort(key=lambda e: e.path)
+    return out
+
+
+def plan_update(store: IndexStore, entries: Sequence[FileEntry], *, retry_errors: bool = False) -> IndexPlan:
+    """Compare a scan with the index: new or changed (size/mtime) files to do, missing ones to delete."""
+    known = store.file_states()
+    todo: list[FileEntry] = []
+    unchanged = 0
+    for e in entries:
+        state = known.get(e.path)
+        if state is None or state[:2] != (e.size, e.mtime_ns) or (retry_errors and state[2] == "error"):
+            todo.append(e)
+        else:
+            unchanged += 1
+    present = {e.path for e in entries}
+    deleted = sorted(p for p in known if p not in present)
+    return IndexPlan(todo, deleted, unchanged)
+
+
+def model_identity(model: AttributeModel, source: str) -> ModelIdentity:
+    """Name, version digest and thresholds of a loaded model, as the index records them."""
+    meta = dict(getattr(model, "meta", None) or {})
+    attributes = tuple(str(a) for a in model.attributes)
+    thresholds = tuple(float(t) for t in np.asarray(model.thresholds, dtype=np.float64).ravel())
+    if len(thresholds) != len(attributes):
+        raise FaceattrError(f"model '{model.name}' has {len(thresholds)} thresholds for {len(attributes)} attributes")
+    # The version must change whenever the weights change; a checkpoint's creation time does, and the
+    # attributes and thresholds cover re-calibration of the same weights.
+    fingerprint = {
+        "name": model.name,
+        "attributes": attributes,
+        "thresholds": [round(t, 6) for t in thresholds],
+        "created": meta.get("created"),
+    }
+    version = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:12]
+    kept = {k: meta[k] for k in ("created", "versions") if k in meta}
+    return ModelIdentity(model.name, version, source, attributes, thresholds, kept)
+
+
+def index_batch(
+    model: AttributeModel,
+    root: Path,
+    entries: Sequence[FileEntry],
+    *,
+    attributes: Sequence[str],
+    batch_size: int = 32,
+    max_faces: int = 10,
+) -> list[FileRecord]:
+    """Detect, align and predict every file of one batch; the per-batch function every engine runs."""
+    paths = [str(Path(root).joinpath(*e.path.split("/"))) for e in entries]
+    results = list(model.predict_many(paths, batch_size=batch_size, detect=True, align=True, max_faces=max_faces))
+    if len(results) != len(entries):
+        raise RuntimeError(f"predict_many returned {len(results)} results for {len(entries)} images")
+    records: list[FileRecord] = []
+    for entry, res in zip(entries, results):
+        if res.error:
+            records.append(FileRecord(entry, "error", error=str(res.error)))
+        elif not res.faces:
+            records.append(FileRecord(entry, "noface"))
+        else:
+            faces = [
+                FaceRecord(
+                    box=tuple(float(v) for v in f.box),  # type: ignore[arg-type]
+                    score=float(f.score),
+                    landmarks=[(float(x), float(y)) for x, y in f.landmarks],
+                    probs=np.asarray([f.probabilities[a] for a in attributes], dtype=np.float32),
+                )
+                for f in res.faces
+            ]
+            records.append(FileRecord(entry, "faces", faces))
+    return records
+
+
+def load_model(source: str, device: str = "cpu") -> AttributeModel:
+    """Load a model by shipped name or checkpoint path (module-level, so worker processes can pickle it)."""
+    from faceattr.infer import load
+
+    return load(source, device=device)
+
+
+def _is_model(obj: object) -> bool:
+    return hasattr(obj, "predict_many") and hasattr(obj, "attributes")
+
+
+def _resolve_model(model: ModelSource, device: str) -> tuple[AttributeModel, Callable[[], AttributeModel] | None, str]:
+    """(model for this process, picklable loader for other processes or None, source name to record)."""
+    if _is_model(model):
+        return model, None, str(getattr(model, "name", "model"))  # type: ignore[return-value]
+    if isinstance(model, (str, Path)):
+        loader: Callable[[], AttributeModel] = functools.partial(load_model, str(model), device)
+        return loader(), loader, str(model)
+    if callable(model):
+        loaded = model()
+        return loaded, model, str(getattr(loaded, "name", "model"))
+    raise TypeError(f"model must be a name, a path, an AttributeModel or a loader callable, not {type(model).__name__}")
+
+
+def _batched(items: Sequence[FileEntry], n: int) -> Iterator[list[FileEntry]]:
+    for i in range(0, len(items), n):
+        yield list(items[i : i + n])
+
+
+# -- engines: each yields the records of one batch at a time, in any order -------------------------
+
+def _run_inline(model: AttributeModel, root: Path, batches: Iterable[list[FileEntry]], kw: dict[str, Any]) -> Iterator[list[FileRecord]]:
+    for batch in batches:
+        yield index_batch(model, root, batch, **kw)
+
+
+_WORKER_STATE: dict[str, Any] = {}
+
+
+def _worker_init(loader: Callable[[], AttributeModel], threads: int) -> None:
+    """Runs once in each worker process: split the cores, then load that process's own model."""
+    try:
+        import torch
+
+        torch.set_num_threads(threads)
+    except ImportError:  # a model without torch needs no thread split
+        pass
+    try:
+        import cv2
+
+        cv2.setNumThreads(threads)
+    except ImportError:
+        pass
+    _WORKER_STATE["model"] = loader()
+
+
+def _worker_batch(root: Path, batch: list[FileEntry], kw: dict[str, Any]) -> list[FileRecord]:
+    return index_batch(_WORKER_STATE["model"], root, batch, **kw)
+
+
+def _run_processes(
+    loader: Callable[[], AttributeModel], root: Path, batches: Iterable[list[FileEntry]], kw: dict[str, Any], workers: int
+) -> Iterator[list[FileRecord]]:
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    # spawn, not fork: forking a process that already runs torch/OpenMP threads can deadlock.
+    ctx = mp.get_context("spawn")
+    ex = cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(loader, threads))
+    try:
+        it = iter(batches)
+        pending: set[cf.Future[list[FileRecord]]] = set()
+        # At most two batches per worker in flight: bounded memory, and little lost on a kill.
+        for batch in it:
+            pending.add(ex.submit(_worker_batch, root, batch, kw))
+            if len(pending) >= 2 * workers:
+                break
+        while pending:
+            done, pending = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
+            for fut in done:
+                yield fut.result()
+                nxt = next(it, None)
+                if nxt is not None:
+                    pending.add(ex.submit(_worker_batch, root, nxt, kw))
+    finally:
+        ex.shutdown(wait=True, cancel_futures=True)
+
+
+class _RayBatchIndexer:
+    """Ray Data actor: loads its model once, then runs `index_batch` on one batch per call."""
+
+    def __init__(self, loader: Callable[[], AttributeModel], root: str, kw: dict[str, Any], threads: int) -> None:
+        _worker_init(loader, threads)
+        self.root = Path(root)
+        self.kw = kw
+
+    def __call__(self, rows: dict[str, Any]) -> dict[str, Any]:
+        out = []
+        for batch_json in rows["batch"]:
+            entries = [FileEntry(p, int(s), int(m)) for p, s, m in json.loads(batch_json)]
+            records = _worker_batch(self.root, entries, self.kw)
+            out.append(json.dumps([r.to_json() for r in records]))
+        return {"records": out}
+
+
+def ray_missing_message() -> str:
+    """The one-line error shown when --engine ray is asked for without Ray installed."""
+    return "--engine ray needs Ray, which is not installed; install it with: pip install 'faceattr[ray]'"
+
+
+def _run_ray(
+    loader: Callable[[], AttributeModel], root: Path, batches: Iterable[list[FileEntry]], kw: dict[str, Any], workers: int
+) -> Iterator[list[FileRecord]]:
+    try:
+        import ray
+        import ray.data
+    except ImportError:
+        raise FaceattrError(ray_missing_message()) from None
+    batch_list = [json.dumps([[e.path, e.size, e.mtime_ns] for e in b]) for b in batches]
+    if not batch_list:
+        return
+    started_here = not ray.is_initialized()
+    if started_here:
+        # Local Ray on this machine's CPUs only; no dashboard, nothing listening beyond loopback.
+        ray.init(num_cpus=max(workers, 1), num_gpus=0, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        ds = ray.data.from_items([{"batch": b} for b in batch_list], override_num_blocks=len(batch_list))
+        ds = ds.map_batches(
+            _RayBatchIndexer,
+            fn_constructor_kwargs={"loader": loader, "root": str(root), "kw": kw, "threads": threads},
+            batch_size=1,
+            compute=ray.data.ActorPoolStrategy(size=workers),
+            num_cpus=1,
+            batch_format="numpy",
+        )
+        for row in ds.iter_rows():
+            yield [FileRecord.from_json(d) for d in json.loads(row["records"])]
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def build_index(
+    folder: str | Path,
+    index_path: str | Path,
+    model: ModelSource = "default",
+    *,
+    batch_size: int = 32,
+    workers: int = 1,
+    engine: str = "local",
+    rebuild: bool = False,
+    retry_errors: bool = False,
+    max_faces: int = 10,
+    device: str = "cpu",
+    progress: bool = True,
+) -> IndexStats:
+    """Create or update the index of every image under `folder`; returns what the run did."""
+    t0 = time.perf_counter()
+    root = Path(folder)
+    if not root.is_dir():
+        raise FaceattrError(f"not a folder: {root}")
+    root = root.resolve()
+    if engine not in ENGINES:
+        from faceattr.errors import did_you_mean
+
+        raise FaceattrError(f"unknown engine '{engine}'{did_you_mean(engine, ENGINES)}; choose from: {', '.join(ENGINES)}")
+    if workers < 1 or batch_size < 1:
+        raise FaceattrError("--workers and --batch-size must be at least 1")
+    if engine == "ray":
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise FaceattrError(ray_missing_message()) from None
+
+    loaded, loader, source = _resolve_model(model, device)
+    if loader is None and (workers > 1 or engine == "ray"):
+        raise FaceattrError("parallel indexing loads one model per process: pass the model by name or path, not a loaded model")
+    identity = model_identity(loaded, source)
+
+    stats = IndexStats()
+    with IndexStore(index_path, create=True) as store:
+        store.initialise(root, identity, rebuild=rebuild)
+        entries = scan_folder(root)
+        plan = plan_update(store, entries, retry_errors=retry_errors)
+        stats.scanned, stats.unchanged = len(entries), plan.unchanged
+        stats.deleted = store.delete_files(plan.deleted)
+        logger.info(
+            "%s: %d images, %d unchanged, %d to index, %d removed", root, len(entries), plan.unchanged, len(plan.todo), stats.deleted
+        )
+        kw = {"attributes": list(identity.attributes), "batch_size": batch_size, "max_faces": max_faces}
+        batches = _batched(plan.todo, batch_size)
+        if engine == "ray":
+            assert loader is not None
+            stream = _run_ray(loader, root, batches, kw, workers)
+        elif workers > 1:
+            assert loader is not None
+            stream = _run_processes(loader, root, batches, kw, workers)
+        else:
+            stream = _run_inline(loaded, root, batches, kw)
+
+        from tqdm.auto import tqdm
+
+        # closing(): on an error the engine's workers are shut down before the error propagates.
+        with closing(stream), tqdm(total=len(plan.todo), unit="img", desc="indexing", disable=not progress or not plan.todo) as bar:
+            for records in stream:
+                store.write_records(records, identity)
+                stats.batches += 1
+                stats.processed += len(records)
+                for r in records:
+                    stats.faces += len(r.faces)
+                    stats.noface += r.status == "noface"
+                    stats.errors += r.status == "error"
+                bar.update(len(records))
+                bar.set_postfix(faces=stats.faces, errors=stats.errors, refresh=False)
+    stats.seconds = time.perf_counter() - t0
+    logger.info(
+        "indexed %d images (%d faces, %d without a face, %d unreadable) in %.1fs",
+        stats.processed, stats.faces, stats.noface, stats.errors, stats.seconds,
+    )
+    return stats

@@ -1,0 +1,505 @@
+"""The attribute index: one SQLite file (WAL mode) that maps every face under a folder to its attributes.
+
+Schema (``schema_version`` 1)::
+
+    meta(key TEXT PRIMARY KEY, value TEXT NOT NULL)
+        schema_version  "1"
+        root            absolute path of the indexed folder; every files.path is relative to it
+        model_name      AttributeModel.name of the model that produced every row
+        model_version   short digest of that model's name, attributes, thresholds and creation time
+        model_source    the name or path it was loaded from ("default", "runs/x/best.safetensors")
+        model_meta      JSON: {"created", "versions"} from the checkpoint
+        attributes      JSON list of attribute names; the order of every faces.probs vector
+        thresholds      JSON list of per-attribute decision thresholds (what `Attr=1` means)
+        created, updated  ISO-8601 UTC times
+        generation      integer bumped by every committed write, so readers know when to reload
+
+    files(id INTEGER PRIMARY KEY AUTOINCREMENT,
+          path TEXT NOT NULL UNIQUE,          -- relative to meta.root, '/'-separated
+          size INTEGER NOT NULL,              -- bytes, as seen when the run scanned the folder
+          mtime_ns INTEGER NOT NULL,          -- st_mtime_ns at the same moment
+          status TEXT NOT NULL,               -- 'faces' | 'noface' | 'error'
+          n_faces INTEGER NOT NULL,
+          error TEXT,                         -- why the file could not be read (status 'error')
+          indexed_at TEXT NOT NULL)
+
+    faces(id INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused, so a stale face id never shows another face
+          file_id INTEGER NOT NULL REFERENCES files(id) ON DELETE CASCADE,
+          face_index INTEGER NOT NULL,        -- order within the image (detector order)
+          x REAL, y REAL, w REAL, h REAL,     -- box in pixels of the EXIF-rotated image
+          score REAL NOT NULL,                -- detector confidence
+          landmarks TEXT NOT NULL,            -- JSON [[x, y] * 5]: eyes, nose, mouth corners
+          probs BLOB NOT NULL,                -- float32 little-endian [len(attributes)]
+          model TEXT NOT NULL, model_version TEXT NOT NULL,
+          UNIQUE(file_id, face_index))
+
+A file row and its face rows are always written in the same transaction, so a file is either fully
+indexed or absent; a run commits once per batch, and a kill loses at most the batch in flight.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+
+from faceattr.errors import FaceattrError
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "FileEntry",
+    "FaceRecord",
+    "FileRecord",
+    "ModelIdentity",
+    "IndexStore",
+    "FaceMatrix",
+    "FaceRow",
+    "CachedMatrix",
+    "safe_join",
+]
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS files (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    path TEXT NOT NULL UNIQUE,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('faces', 'noface', 'error')),
+    n_faces INTEGER NOT NULL DEFAULT 0,
+    error TEXT,
+    indexed_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS faces (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    file_id INTEGER NOT NULL REFERENCES files(id) ON DELETE CASCADE,
+    face_index INTEGER NOT NULL,
+    x REAL NOT NULL, y REAL NOT NULL, w REAL NOT NULL, h REAL NOT NULL,
+    score REAL NOT NULL,
+    landmarks TEXT NOT NULL,
+    probs BLOB NOT NULL,
+    model TEXT NOT NULL,
+    model_version TEXT NOT NULL,
+    UNIQUE (file_id, face_index)
+);
+CREATE INDEX IF NOT EXISTS faces_file ON faces(file_id);
+"""
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One image file as seen by a scan: path relative to the root ('/'-separated), size and mtime."""
+
+    path: str
+    size: int
+    mtime_ns: int
+
+
+@dataclass
+class FaceRecord:
+    """One detected face, ready to store."""
+
+    box: tuple[float, float, float, float]
+    score: float
+    landmarks: list[tuple[float, float]]
+    probs: np.ndarray  # float32 [A], in the index's attribute order
+
+
+@dataclass
+class FileRecord:
+    """The outcome of indexing one file: its faces, 'noface', or an error."""
+
+    entry: FileEntry
+    status: str
+    faces: list[FaceRecord] = field(default_factory=list)
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain-JSON form, for engines that move records between processes as text (Ray)."""
+        return {
+            "entry": [self.entry.path, self.entry.size, self.entry.mtime_ns],
+            "status": self.status,
+            "error": self.error,
+            "faces": [
+                {"box": list(f.box), "score": f.score, "landmarks": [list(p) for p in f.landmarks], "probs": f.probs.tolist()}
+                for f in self.faces
+            ],
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> FileRecord:
+        """Inverse of `to_json`."""
+        path, size, mtime_ns = d["entry"]
+        faces = [
+            FaceRecord(
+                box=tuple(float(v) for v in f["box"]),  # type: ignore[arg-type]
+                score=float(f["score"]),
+                landmarks=[(float(x), float(y)) for x, y in f["landmarks"]],
+                probs=np.asarray(f["probs"], dtype=np.float32),
+            )
+            for f in d["faces"]
+        ]
+        return cls(FileEntry(path, int(size), int(mtime_ns)), d["status"], faces, d.get("error"))
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """What the index remembers about the model that built it."""
+
+    name: str
+    version: str
+    source: str
+    attributes: tuple[str, ...]
+    thresholds: tuple[float, ...]
+    meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+
+@dataclass
+class FaceMatrix:
+    """Every face in an index as arrays, for vectorised queries."""
+
+    ids: np.ndarray  # int64 [N]
+    file_ids: np.ndarray  # int64 [N]
+    paths: list[str]  # [N], relative to the root
+    boxes: np.ndarray  # float32 [N, 4]
+    scores: np.ndarray  # float32 [N]
+    probs: np.ndarray  # float32 [N, A]
+
+
+@dataclass
+class FaceRow:
+    """One face with its file, as stored."""
+
+    id: int
+    path: str
+    face_index: int
+    box: tuple[float, float, float, float]
+    score: float
+    landmarks: list[tuple[float, float]]
+    probabilities: dict[str, float]
+    model: str
+    model_version: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "id": self.id,
+            "image": self.path,
+            "face_index": self.face_index,
+            "box": list(self.box),
+            "score": self.score,
+            "landmarks": [list(p) for p in self.landmarks],
+            "attributes": self.probabilities,
+            "model": self.model,
+            "model_version": self.model_version,
+        }
+
+
+def safe_join(root: Path, relative: str) -> Path:
+    """Join a stored relative path onto `root`, refusing anything that would step outside it."""
+    if not relative or "\x00" in relative or "\\" in relative:
+        raise FaceattrError(f"not a path inside the indexed folder: {relative!r}")
+    pure = PurePosixPath(relative)
+    # Lexical check: absolute paths, drive letters, '..' and non-canonical spellings ('a//b', './a')
+    # are refused outright; the index only ever stores canonical relative paths.
+    if pure.is_absolute() or pure.as_posix() != relative or ".." in pure.parts or ":" in pure.parts[0]:
+        raise FaceattrError(f"not a path inside the indexed folder: {relative!r}")
+    joined = root.joinpath(*pure.parts)
+    # Symlinked files inside the root are allowed (the indexer follows them), but no directory on
+    # the way may be a symlink that leads out of the root.
+    parent = joined.parent.resolve()
+    if parent != root.resolve() and root.resolve() not in parent.parents:
+        raise FaceattrError(f"not a path inside the indexed folder: {relative!r}")
+    return joined
+
+
+class IndexStore:
+    """A connection to one index file; writers and readers both go through it.
+
+    Not shared between threads: each thread (or request) opens its own store, which SQLite's WAL mode
+    makes cheap and lets readers run while a writer commits.
+    """
+
+    def __init__(self, path: str | Path, *, readonly: bool = False, create: bool = False) -> None:
+        self.path = Path(path)
+        self.readonly = readonly
+        if not self.path.exists() and not create:
+            raise FaceattrError(f"index not found: {self.path}; build one with `faceattr index FOLDER --out {self.path}`")
+        if create:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            if readonly:
+                uri = f"file:{self.path.resolve()}?mode=ro"
+                self.conn = sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None, check_same_thread=False)
+            else:
+                self.conn = sqlite3.connect(str(self.path), timeout=30, isolation_level=None, check_same_thread=False)
+                self.conn.execute("PRAGMA journal_mode=WAL")
+                # NORMAL is durable across process kills in WAL mode; only a power cut can drop the last commit.
+                self.conn.execute("PRAGMA synchronous=NORMAL")
+            self.conn.execute("PRAGMA foreign_keys=ON")
+            if create:
+                self.conn.executescript(_SCHEMA)
+            self._check_schema()
+        except sqlite3.DatabaseError as e:
+            raise FaceattrError(f"{self.path} is not a faceattr index ({e})") from None
+
+    def _check_schema(self) -> None:
+        tables = {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if not {"meta", "files", "faces"} <= tables:
+            raise FaceattrError(f"{self.path} is not a faceattr index (tables meta/files/faces missing)")
+        version = self.get_meta("schema_version")
+        if version is not None and int(version) > SCHEMA_VERSION:
+            raise FaceattrError(f"{self.path} uses index schema {version}, newer than this faceattr reads; upgrade faceattr")
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.conn.close()
+
+    def __enter__(self) -> IndexStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    # -- meta -----------------------------------------------------------------------------------
+    def get_meta(self, key: str) -> str | None:
+        """One meta value, or None."""
+        row = self.conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def all_meta(self) -> dict[str, str]:
+        """Every meta key and value."""
+        return {k: v for k, v in self.conn.execute("SELECT key, value FROM meta")}
+
+    def _set_meta(self, conn: sqlite3.Connection, items: dict[str, str]) -> None:
+        conn.executemany("INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value", list(items.items()))
+
+    @property
+    def root(self) -> Path:
+        """The indexed folder."""
+        value = self.get_meta("root")
+        if value is None:
+            raise FaceattrError(f"{self.path} has no root folder recorded; rebuild it with `faceattr index FOLDER --out {self.path} --rebuild`")
+        return Path(value)
+
+    @property
+    def attributes(self) -> list[str]:
+        """Attribute names, in the order of every stored probability vector."""
+        return list(json.loads(self.get_meta("attributes") or "[]"))
+
+    @property
+    def thresholds(self) -> np.ndarray:
+        """Per-attribute thresholds that `Attr=1` compares against."""
+        return np.asarray(json.loads(self.get_meta("thresholds") or "[]"), dtype=np.float32)
+
+    @property
+    def generation(self) -> int:
+        """Bumped by every committed write."""
+        return int(self.get_meta("generation") or 0)
+
+    def model_identity(self) -> ModelIdentity | None:
+        """The model the index was built with, or None for a fresh index."""
+        m = self.all_meta()
+        if "model_name" not in m:
+            return None
+        return ModelIdentity(
+            name=m["model_name"],
+            version=m["model_version"],
+            source=m.get("model_source", m["model_name"]),
+            attributes=tuple(json.loads(m["attributes"])),
+            thresholds=tuple(json.loads(m["thresholds"])),
+            meta=json.loads(m.get("model_meta", "{}")),
+        )
+
+    def initialise(self, root: Path, model: ModelIdentity, *, rebuild: bool = False) -> None:
+        """Bind a fresh index to `root` and `model`, or check that an existing one matches them."""
+        root = root.resolve()
+        existing = self.model_identity()
+        stored_root = self.get_meta("root")
+        if existing is not None and not rebuild:
+            if (existing.name, existing.version) != (model.name, model.version) or existing.attributes != model.attributes:
+                raise FaceattrError(
+                    f"{self.path} was built with model '{existing.name}' (version {existing.version}, from "
+                    f"'{existing.source}') but this run uses '{model.name}' (version {model.version}); pass "
+                    f"--model {existing.source} to update it, or --rebuild to re-index everything with the new model"
+                )
+            if stored_root is not None and Path(stored_root) != root:
+                raise FaceattrError(
+                    f"{self.path} indexes {stored_root}, not {root}; index that folder, use another --out, "
+                    f"or pass --rebuild to re-point it"
+                )
+        with self.transaction() as conn:
+            if rebuild:
+                conn.execute("DELETE FROM faces")
+                conn.execute("DELETE FROM files")
+            items = {
+                "schema_version": str(SCHEMA_VERSION),
+                "root": str(root),
+                "model_name": model.name,
+                "model_version": model.version,
+                "model_source": model.source,
+                "model_meta": json.dumps(model.meta),
+                "attributes": json.dumps(list(model.attributes)),
+                "thresholds": json.dumps([float(t) for t in model.thresholds]),
+                "updated": _now(),
+            }
+            if self.get_meta("created") is None or rebuild:
+                items["created"] = _now()
+            self._set_meta(conn, items)
+            self._bump(conn)
+
+    def _bump(self, conn: sqlite3.Connection) -> None:
+        conn.execute(
+            "INSERT INTO meta(key, value) VALUES('generation', '1') "
+            "ON CONFLICT(key) DO UPDATE SET value=CAST(CAST(value AS INTEGER) + 1 AS TEXT)"
+        )
+
+    # -- files ----------------------------------------------------------------------------------
+    def file_states(self) -> dict[str, tuple[int, int, str]]:
+        """path -> (size, mtime_ns, status) for every indexed file."""
+        return {p: (s, m, st) for p, s, m, st in self.conn.execute("SELECT path, size, mtime_ns, status FROM files")}
+
+    def delete_files(self, paths: Iterable[str]) -> int:
+        """Remove files (and their faces) in one transaction; returns how many were removed."""
+        paths = list(paths)
+        if not paths:
+            return 0
+        with self.transaction() as conn:
+            # Explicit face delete as well as the cascade, so a connection without foreign_keys stays correct.
+            conn.executemany("DELETE FROM faces WHERE file_id IN (SELECT id FROM files WHERE path=?)", [(p,) for p in paths])
+            n = conn.executemany("DELETE FROM files WHERE path=?", [(p,) for p in paths]).rowcount
+            self._bump(conn)
+        return int(n)
+
+    def write_records(self, records: Sequence[FileRecord], model: ModelIdentity) -> None:
+        """Replace the rows of these files with their new records, all in one transaction."""
+        now = _now()
+        n_attr = len(model.attributes)
+        with self.transaction() as conn:
+            for rec in records:
+                conn.execute("DELETE FROM faces WHERE file_id IN (SELECT id FROM files WHERE path=?)", (rec.entry.path,))
+                conn.execute("DELETE FROM files WHERE path=?", (rec.entry.path,))
+                cur = conn.execute(
+                    "INSERT INTO files(path, size, mtime_ns, status, n_faces, error, indexed_at) VALUES(?,?,?,?,?,?,?)",
+                    (rec.entry.path, rec.entry.size, rec.entry.mtime_ns, rec.status, len(rec.faces), rec.error, now),
+                )
+                file_id = cur.lastrowid
+                rows = []
+                for i, f in enumerate(rec.faces):
+                    probs = np.asarray(f.probs, dtype="<f4")
+                    if probs.shape != (n_attr,):
+                        raise ValueError(f"{rec.entry.path}: face {i} has {probs.shape} probabilities, expected ({n_attr},)")
+                    rows.append(
+                        (file_id, i, *map(float, f.box), float(f.score), json.dumps([list(map(float, p)) for p in f.landmarks]),
+                         probs.tobytes(), model.name, model.version)
+                    )
+                conn.executemany(
+                    "INSERT INTO faces(file_id, face_index, x, y, w, h, score, landmarks, probs, model, model_version) "
+                    "VALUES(?,?,?,?,?,?,?,?,?,?,?)",
+                    rows,
+                )
+            self._set_meta(conn, {"updated": now})
+            self._bump(conn)
+
+    # -- reading --------------------------------------------------------------------------------
+    def counts(self) -> dict[str, int]:
+        """Numbers of files by status and of faces."""
+        out = {"files": 0, "faces": 0, "noface": 0, "error": 0, "with_faces": 0}
+        for status, n in self.conn.execute("SELECT status, COUNT(*) FROM files GROUP BY status"):
+            out["files"] += n
+            out["with_faces" if status == "faces" else status] = n
+        out["faces"] = int(self.conn.execute("SELECT COUNT(*) FROM faces").fetchone()[0])
+        return out
+
+    def errors(self) -> list[tuple[str, str]]:
+        """(path, error) of every file that could not be read."""
+        return [(p, e or "") for p, e in self.conn.execute("SELECT path, error FROM files WHERE status='error' ORDER BY path")]
+
+    def face_matrix(self) -> FaceMatrix:
+        """Load every face as arrays (one pass over the faces table)."""
+        n_attr = len(self.attributes)
+        rows = self.conn.execute(
+            "SELECT faces.id, faces.file_id, files.path, x, y, w, h, score, probs FROM faces "
+            "JOIN files ON files.id = faces.file_id ORDER BY faces.id"
+        ).fetchall()
+        if not rows:
+            return FaceMatrix(
+                np.zeros(0, np.int64), np.zeros(0, np.int64), [], np.zeros((0, 4), np.float32), np.zeros(0, np.float32),
+                np.zeros((0, n_attr), np.float32),
+            )
+        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        file_ids = np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows))
+        boxes = np.asarray([r[3:7] for r in rows], dtype=np.float32)
+        scores = np.fromiter((r[7] for r in rows), dtype=np.float32, count=len(rows))
+        probs = np.frombuffer(b"".join(r[8] for r in rows), dtype="<f4").reshape(len(rows), n_attr).astype(np.float32)
+        return FaceMatrix(ids, file_ids, [r[2] for r in rows], boxes, scores, probs)
+
+    def face(self, face_id: int) -> FaceRow | None:
+        """One face by id, or None."""
+        r = self.conn.execute(
+            "SELECT faces.id, files.path, face_index, x, y, w, h, score, landmarks, probs, model, model_version "
+            "FROM faces JOIN files ON files.id = faces.file_id WHERE faces.id=?",
+            (int(face_id),),
+        ).fetchone()
+        if r is None:
+            return None
+        probs = np.frombuffer(r[9], dtype="<f4")
+        return FaceRow(
+            id=r[0], path=r[1], face_index=r[2], box=(r[3], r[4], r[5], r[6]), score=r[7],
+            landmarks=[(float(x), float(y)) for x, y in json.loads(r[8])],
+            probabilities={a: float(p) for a, p in zip(self.attributes, probs)},
+            model=r[10], model_version=r[11],
+        )
+
+    def has_file(self, path: str) -> bool:
+        """Whether `path` (relative) is an indexed file."""
+        return self.conn.execute("SELECT 1 FROM files WHERE path=?", (path,)).fetchone() is not None
+
+
+class CachedMatrix:
+    """A thread-safe cache of an index's face matrix, reloaded when the index's generation changes."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._generation = -1
+        self._matrix: FaceMatrix | None = None
+
+    def get(self, store: IndexStore) -> FaceMatrix:
+        """The current matrix, loading it through `store` if the index changed since last time."""
+        gen = store.generation
+        with self._lock:
+            if self._matrix is None or gen != self._generation:
+                logger.debug("loading face matrix of %s (generation %d)", self.path, gen)
+                self._matrix = store.face_matrix()
+                self._generation = gen
+            return self._matrix
+
