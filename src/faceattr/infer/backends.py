@@ -1,0 +1,207 @@
+"""Classifier backends: a torch module or an ONNX Runtime session behind one `logits(images)` call.
+
+Both take the same input, aligned faces already resized by `prepare_image` (uint8 [N, H, W, 3]),
+and return float32 logits [N, K]. The exported ONNX graph includes the normalisation, so its input is
+the raw uint8 batch [N, 3, H, W] and the two backends cannot drift apart on mean/std.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from faceattr.errors import FaceattrError
+
+__all__ = ["Backend", "TorchBackend", "OnnxBackend", "export_onnx", "ONNX_INPUT", "ONNX_OUTPUT", "DEFAULT_OPSET"]
+
+logger = logging.getLogger(__name__)
+
+ONNX_INPUT = "images"  # uint8 [N, 3, H, W], RGB, 0..255
+ONNX_OUTPUT = "logits"  # float32 [N, K]
+# Opset 17 is run by every onnxruntime release since 1.14 and covers all ops our models use.
+DEFAULT_OPSET = 17
+
+
+class Backend(Protocol):
+    """What AttributeModel needs from a classifier."""
+
+    name: str
+
+    def logits(self, images: np.ndarray, *, batch_size: int = 64, flip: bool = False) -> np.ndarray:
+        """uint8 [N, H, W, 3] (already resized) -> float32 logits [N, K]."""
+        ...
+
+
+class TorchBackend:
+    """Runs a torch module through `faceattr.runtime.predict_logits`."""
+
+    name = "torch"
+
+    def __init__(self, model: Any, preprocess: Any, device: Any) -> None:
+        """`model` is an nn.Module in eval mode, `preprocess` a Preprocess, `device` a torch.device."""
+        self.model = model
+        self.preprocess = preprocess
+        self.device = device
+
+    def logits(self, images: np.ndarray, *, batch_size: int = 64, flip: bool = False) -> np.ndarray:
+        """uint8 [N, H, W, 3] -> float32 logits [N, K]."""
+        from faceattr.data.transforms import normalize_batch
+        from faceattr.runtime import predict_logits
+
+        pre = self.preprocess
+        return predict_logits(
+            self.model,
+            images,
+            lambda x: normalize_batch(x, pre),
+            batch_size=batch_size,
+            device=self.device,
+            flip=flip,
+        )
+
+
+class OnnxBackend:
+    """Runs an exported graph (see `export_onnx`) with ONNX Runtime."""
+
+    name = "onnx"
+
+    def __init__(self, path: str | Path, device: str = "cpu") -> None:
+        """Open `path` on the CPU (or CUDA when asked for and onnxruntime-gpu is installed)."""
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        providers = ["CPUExecutionProvider"]
+        if device.startswith("cuda"):
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise FaceattrError(
+                    f"device '{device}' asked for with --backend onnx, but this onnxruntime has no CUDA "
+                    "provider; use --device cpu or install onnxruntime-gpu"
+                )
+            providers.insert(0, "CUDAExecutionProvider")
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.log_severity_level = 3  # errors only: ORT's warnings are about its own graph rewrites
+        try:
+            self.session = ort.InferenceSession(str(self.path), sess_options=opts, providers=providers)
+        except Exception as e:
+            raise FaceattrError(f"{self.path}: not a loadable ONNX model ({str(e).splitlines()[0]})") from None
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1 or inputs[0].name != ONNX_INPUT:
+            raise FaceattrError(
+                f"{self.path}: expected one input named '{ONNX_INPUT}' (a file written by `faceattr export`), "
+                f"got {[i.name for i in inputs]}"
+            )
+
+    def logits(self, images: np.ndarray, *, batch_size: int = 64, flip: bool = False) -> np.ndarray:
+        """uint8 [N, H, W, 3] -> float32 logits [N, K]."""
+        out: list[np.ndarray] = []
+        for start in range(0, len(images), batch_size):
+            x = np.ascontiguousarray(images[start : start + batch_size].transpose(0, 3, 1, 2))
+            logits = self.session.run([ONNX_OUTPUT], {ONNX_INPUT: x})[0]
+            if flip:  # same test-time augmentation as runtime.predict_logits: mean of the two logits
+                mirrored = np.ascontiguousarray(x[..., ::-1])
+                logits = (logits + self.session.run([ONNX_OUTPUT], {ONNX_INPUT: mirrored})[0]) / 2
+            out.append(np.asarray(logits, dtype=np.float32))
+        if not out:
+            return np.zeros((0, 0), dtype=np.float32)
+        return np.concatenate(out)
+
+
+def _wrapper(model: Any, preprocess: Any) -> Any:
+    """nn.Module taking uint8 [N, 3, H, W] and returning logits: normalisation baked into the graph."""
+    import torch
+
+    from faceattr.data.transforms import normalize_batch
+
+    class _WithNormalize(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.model(normalize_batch(x, preprocess))
+
+    return _WithNormalize().eval()
+
+
+def export_onnx(
+    model: Any,
+    preprocess: Any,
+    meta: dict[str, Any],
+    out: str | Path,
+    *,
+    opset: int = DEFAULT_OPSET,
+    check_images: np.ndarray | None = None,
+    atol: float = 1e-4,
+) -> tuple[Path, float]:
+    """Export a torch attribute model to ONNX (dynamic batch axis) with its metadata JSON beside it.
+
+    The export is checked on `check_images` (uint8 [N, H, W, 3] at the model's input size; random
+    images when None): ONNX Runtime's logits must match torch's within `atol`, else FaceattrError.
+    Returns (path of the .onnx, max abs logit difference).
+    """
+    import torch
+
+    out = Path(out)
+    if out.suffix != ".onnx":
+        raise FaceattrError(f"ONNX output must end in .onnx, got {out}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    h, w = preprocess.size
+    module = _wrapper(model.to("cpu").eval(), preprocess)
+    example = torch.zeros((2, 3, h, w), dtype=torch.uint8)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    try:
+        with warnings.catch_warnings():
+            # The TorchScript-based exporter is deprecated in favour of the dynamo one, which needs
+            # the optional onnxscript package; the classic one is exact for these plain CNNs.
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                module,
+                (example,),
+                str(tmp),
+                dynamo=False,
+                input_names=[ONNX_INPUT],
+                output_names=[ONNX_OUTPUT],
+                dynamic_axes={ONNX_INPUT: {0: "batch"}, ONNX_OUTPUT: {0: "batch"}},
+                opset_version=opset,
+                do_constant_folding=True,
+            )
+        if check_images is None:
+            rng = np.random.default_rng(0)
+            check_images = rng.integers(0, 256, size=(3, h, w, 3), dtype=np.uint8)
+        with torch.inference_mode():
+            ref = module(torch.from_numpy(np.ascontiguousarray(check_images.transpose(0, 3, 1, 2)))).float().numpy()
+        got = OnnxBackend(tmp).logits(check_images)
+        diff = float(np.abs(got - ref).max())
+        if not diff <= atol:  # also catches NaN
+            raise FaceattrError(
+                f"ONNX export of {meta.get('model', {}).get('name', 'the model')} does not match torch: "
+                f"max |logit difference| {diff:.3g} > {atol:g}; try another --opset"
+            )
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    # The full checkpoint metadata plus an "onnx" entry: a superset, so when the .onnx sits beside
+    # its checkpoint under the same name, the checkpoint's own JSON stays valid.
+    side = dict(meta)
+    side["onnx"] = {
+        "file": out.name,
+        "input": ONNX_INPUT,
+        "input_layout": "uint8 [N, 3, H, W], RGB 0..255 (normalisation is inside the graph)",
+        "output": ONNX_OUTPUT,
+        "opset": opset,
+        "max_abs_logit_diff_vs_torch": diff,
+        "checked_on_images": int(len(check_images)),
+    }
+    json_path = out.with_suffix(".json")
+    tmp_json = json_path.with_name(f".{json_path.name}.tmp-{os.getpid()}")
+    tmp_json.write_text(json.dumps(side, indent=2), encoding="utf-8")
+    os.replace(tmp_json, json_path)
+    logger.info("exported %s (opset %d); max |logit diff| vs torch %.2g on %d images", out, opset, diff, len(check_images))
+    return out, diff

@@ -1,0 +1,228 @@
+"""`faceattr predict` and `faceattr export`: thin command-line layers over faceattr.infer.
+
+Only argparse is imported at module level so `faceattr --help` stays fast; handlers import the rest.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+__all__ = ["register"]
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
+
+
+def register(subparsers: Any) -> None:
+    """Add the `predict` and `export` subcommands."""
+    p = subparsers.add_parser(
+        "predict",
+        help="detect faces in photos and predict their attributes",
+        description="Detect every face, align it like CelebA and print its attributes. Folders are "
+        "searched recursively for images; glob patterns (quoted) are expanded.",
+    )
+    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files, folders or glob patterns")
+    p.add_argument("--model", default="default", help="shipped model name or checkpoint path (default: %(default)s)")
+    p.add_argument("--backend", choices=("torch", "onnx"), default="torch", help="classifier runtime (default: %(default)s)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="print a JSON list of results to stdout and nothing else")
+    p.add_argument("--threshold", type=float, help="one threshold for every attribute (default: the model's own)")
+    p.add_argument("--max-faces", type=int, default=10, help="largest N faces per image (default: %(default)s)")
+    p.add_argument("--min-face", type=int, default=24, help="faces smaller than this (px) are reported, not classified (default: %(default)s)")
+    p.add_argument("--no-detect", action="store_true", help="take the whole image as one face (a tight face crop)")
+    p.add_argument("--no-align", action="store_true", help="take each image as an already aligned 178x218 CelebA-style crop")
+    p.add_argument("--save-crops", metavar="DIR", help="write each face's aligned 178x218 crop here")
+    p.add_argument("--annotate", metavar="DIR", help="write a copy of each image with boxes, landmarks and attributes here")
+    p.add_argument("--batch-size", type=int, default=32, help="faces per classifier batch (default: %(default)s)")
+    p.set_defaults(func=_predict)
+
+    e = subparsers.add_parser(
+        "export",
+        help="export a model to ONNX",
+        description="Export a checkpoint (or shipped model) to ONNX with a dynamic batch axis, write its "
+        "metadata JSON beside it, and check ONNX Runtime's outputs against torch.",
+    )
+    e.add_argument("model", metavar="MODEL", help="shipped model name or checkpoint path")
+    e.add_argument("--onnx", required=True, metavar="OUT.onnx", help="where to write the ONNX file")
+    e.add_argument("--opset", type=int, help="ONNX opset (default: 17)")
+    e.set_defaults(func=_export)
+
+
+def expand_inputs(items: list[str]) -> tuple[list[str], list[str]]:
+    """Turn files, folders (recursive) and glob patterns into image paths; returns (paths, errors)."""
+    import glob
+    from pathlib import Path
+
+    paths: list[str] = []
+    errors: list[str] = []
+    seen: set[str] = set()
+
+    def add(p: Path) -> None:
+        key = str(p)
+        if key not in seen:
+            seen.add(key)
+            paths.append(key)
+
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in IMAGE_EXTENSIONS)
+            if not found:
+                errors.append(f"{p}: folder holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+            for q in found:
+                add(q)
+        elif p.exists():
+            add(p)  # an explicit file is always tried, whatever its extension
+        elif glob.has_magic(item):
+            found = sorted(Path(q) for q in glob.glob(item, recursive=True))
+            files = [q for q in found if q.is_file() and q.suffix.lower() in IMAGE_EXTENSIONS]
+            if not files:
+                errors.append(f"{item}: pattern matches no images")
+            for q in files:
+                add(q)
+        else:
+            errors.append(f"{p}: no such file or folder")
+    return paths, errors
+
+
+def _unique(directory: Any, stem: str, suffix: str, used: set[str]) -> Any:
+    name = f"{stem}{suffix}"
+    n = 2
+    while name in used:
+        name = f"{stem}-{n}{suffix}"
+        n += 1
+    used.add(name)
+    return directory / name
+
+
+def _annotate(path: str, faces: list[Any], out: Any) -> None:
+    """Draw boxes, landmarks and the top attributes onto a copy of the image."""
+    from PIL import Image, ImageDraw
+
+    from faceattr.infer.image_io import load_rgb
+
+    im = Image.fromarray(load_rgb(path))
+    draw = ImageDraw.Draw(im)
+    width = max(2, round(max(im.size) / 400))
+    for k, f in enumerate(faces, 1):
+        x, y, w, h = f.box
+        colour = (255, 160, 0) if f.too_small else (0, 220, 90)
+        draw.rectangle([x, y, x + w, y + h], outline=colour, width=width)
+        for px, py in f.landmarks:
+            r = width + 1
+            draw.ellipse([px - r, py - r, px + r, py + r], fill=(255, 40, 40))
+        label = f"#{k} too small" if f.too_small else f"#{k} " + ", ".join(f.present[:4])
+        draw.text((x, y + h + 2), label, fill=colour)
+    im.save(out, quality=90)
+
+
+def _print_human(res: Any, threshold_of: dict[str, float], min_face: int) -> None:
+    if res.error is not None:
+        return
+    n = len(res.faces)
+    if n == 0:
+        print(f"{res.image}: no face found (try --no-detect to treat the whole image as one face)")
+        return
+    print(f"{res.image}: {n} face{'s' if n != 1 else ''}")
+    for k, f in enumerate(res.faces, 1):
+        x, y, w, h = f.box
+        score = "" if f.score is None else f"  score {f.score:.2f}"
+        print(f"  face {k}: box x={x:.0f} y={y:.0f} w={w:.0f} h={h:.0f}{score}")
+        if f.too_small:
+            print(f"    face too small ({min(w, h):.0f} px < --min-face {min_face} px): not classified")
+            continue
+        print(f"    present: {', '.join(f.present) if f.present else '(none)'}")
+        width = max(len(a) for a in f.probabilities)
+        for name, prob in sorted(f.probabilities.items(), key=lambda kv: -kv[1]):
+            mark = "  *" if prob >= threshold_of[name] else ""
+            print(f"    {name:<{width}}  {prob:6.3f}{mark}")
+
+
+def _predict(args: argparse.Namespace) -> int:
+    import json
+    import sys
+    from pathlib import Path
+
+    import numpy as np
+
+    from faceattr.errors import FaceattrError
+    from faceattr.infer import load
+
+    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
+        raise FaceattrError(f"--threshold must be between 0 and 1, got {args.threshold}")
+    if args.max_faces < 1:
+        raise FaceattrError(f"--max-faces must be at least 1, got {args.max_faces}")
+    if args.batch_size < 1:
+        raise FaceattrError(f"--batch-size must be at least 1, got {args.batch_size}")
+    paths, input_errors = expand_inputs(args.inputs)
+    for msg in input_errors:
+        print(f"faceattr: {msg}", file=sys.stderr)
+    if not paths:
+        raise FaceattrError("no images to predict on")
+
+    model = load(args.model, device=args.device, backend=args.backend)
+    if args.threshold is not None:
+        model.thresholds = np.full(len(model.attributes), args.threshold, dtype=np.float32)
+    threshold_of = dict(zip(model.attributes, (float(t) for t in model.thresholds)))
+    crops_dir = Path(args.save_crops) if args.save_crops else None
+    annotate_dir = Path(args.annotate) if args.annotate else None
+    for d in (crops_dir, annotate_dir):
+        if d is not None:
+            d.mkdir(parents=True, exist_ok=True)
+    used_crop: set[str] = set()
+    used_annot: set[str] = set()
+
+    from tqdm import tqdm
+
+    # A bar only for more than a few images, and only where someone sees it (a terminal).
+    bar = tqdm(total=len(paths), unit="img", file=sys.stderr, disable=None if len(paths) > 3 else True, leave=False)
+    failed = 0
+    out: list[dict[str, Any]] = []
+    try:
+        results = model.predict_many(
+            paths,
+            batch_size=args.batch_size,
+            detect=not args.no_detect,
+            align=not args.no_align,
+            max_faces=args.max_faces,
+            min_face=args.min_face,
+        )
+        for res in results:
+            bar.update(1)
+            if res.error is not None:
+                failed += 1
+                bar.clear()
+                print(f"faceattr: {res.error}", file=sys.stderr)
+                if args.json:
+                    out.append(res.to_dict())
+                continue
+            stem = Path(res.image).stem
+            if crops_dir is not None:
+                for k, f in enumerate(res.faces, 1):
+                    if f.crop is not None:
+                        f.crop.save(_unique(crops_dir, f"{stem}_face{k}", ".png", used_crop))
+            if annotate_dir is not None:
+                _annotate(res.image, res.faces, _unique(annotate_dir, f"{stem}_annotated", ".jpg", used_annot))
+            if args.json:
+                out.append(res.to_dict())
+                if not res.faces:
+                    bar.clear()
+                    print(f"faceattr: {res.image}: no face found (try --no-detect)", file=sys.stderr)
+            else:
+                bar.clear()
+                _print_human(res, threshold_of, args.min_face)
+    finally:
+        bar.close()
+    if args.json:
+        json.dump(out, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    sys.stdout.flush()
+    return 1 if failed or input_errors else 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from faceattr.infer import export
+
+    path, diff = export(args.model, args.onnx, opset=args.opset)
+    print(f"wrote {path} and {path.with_suffix('.json')} (max |logit difference| vs torch: {diff:.2g})")
+    return 0

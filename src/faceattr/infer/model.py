@@ -1,0 +1,381 @@
+"""AttributeModel: photo in, faces with attribute probabilities out (detect -> align -> classify).
+
+`load()` builds one from a shipped model name or a checkpoint path, with a torch or an ONNX Runtime
+backend. Probabilities go through `faceattr.runtime.logits_to_probs`; thresholds come from the
+checkpoint (0.5 where it has none).
+
+Faces smaller than `min_face` px are reported, flagged `too_small`, with no probabilities: below
+that size the aligned crop is mostly upsampling blur and the classifier would only guess.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from faceattr.errors import FaceattrError
+from faceattr.infer.backends import Backend, OnnxBackend, TorchBackend
+from faceattr.infer.image_io import ImageSource, describe, load_rgb
+
+__all__ = ["AttributeModel", "Face", "ImageResult", "load", "export", "samples_dir", "sample_path", "BACKENDS"]
+
+logger = logging.getLogger(__name__)
+
+BACKENDS = ("torch", "onnx")
+
+
+@dataclass
+class Face:
+    """One face in a photo and its attributes.
+
+    `score` is the detector's confidence, None when detection was skipped (then `landmarks` is empty
+    and `box` the whole image). A `too_small` face is listed but not classified: `probabilities` and
+    `present` are empty.
+    """
+
+    box: tuple[float, float, float, float]  # x, y, w, h in the (EXIF-corrected) image
+    score: float | None
+    landmarks: list[tuple[float, float]]  # 5 points (YuNet order), or [] without detection
+    probabilities: dict[str, float]
+    present: list[str]  # probability >= threshold, most probable first
+    crop: Image.Image | None = field(default=None, repr=False, compare=False)  # aligned 178x218
+    too_small: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (the crop is not serialised)."""
+        d: dict[str, Any] = {
+            "box": [round(float(v), 2) for v in self.box],
+            "score": None if self.score is None else round(float(self.score), 4),
+            "landmarks": [[round(float(x), 2), round(float(y), 2)] for x, y in self.landmarks],
+            "attributes": {k: round(float(v), 6) for k, v in self.probabilities.items()},
+            "present": list(self.present),
+        }
+        if self.too_small:
+            d["too_small"] = True
+        return d
+
+
+@dataclass
+class ImageResult:
+    """All faces of one image, or the one-line reason it could not be read."""
+
+    image: str
+    faces: list[Face]
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form: {"image", "faces"} plus "error" when set."""
+        d: dict[str, Any] = {"image": self.image, "faces": [f.to_dict() for f in self.faces]}
+        if self.error is not None:
+            d["error"] = self.error
+        return d
+
+
+@dataclass
+class _Pending:
+    """Faces of one image located and cropped, waiting for their probabilities."""
+
+    result: ImageResult
+    crops: list[np.ndarray]  # aligned crops of the faces to classify, in `targets` order
+    targets: list[int]  # indices into result.faces
+
+
+class AttributeModel:
+    """A loaded attribute classifier plus the detection and alignment that feed it."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        meta: dict[str, Any],
+        *,
+        name: str,
+        detector: Any | None = None,
+        refine_passes: int = 1,
+    ) -> None:
+        """Wrap a backend and its checkpoint metadata; use `load()` rather than calling this."""
+        from faceattr.data.transforms import Preprocess
+
+        self.backend = backend
+        self.meta = meta
+        self.name = name
+        self.attributes: list[str] = [str(a) for a in meta["attributes"]]
+        self.output: str = meta.get("output", "sigmoid")
+        self.preprocess = Preprocess.from_dict(meta["preprocess"])
+        raw = meta.get("thresholds")
+        if raw is None:
+            self.thresholds = np.full(len(self.attributes), 0.5, dtype=np.float32)
+        else:
+            self.thresholds = np.asarray([0.5 if t is None else t for t in raw], dtype=np.float32)
+            if self.thresholds.shape != (len(self.attributes),):
+                raise FaceattrError(
+                    f"model '{name}' has {self.thresholds.size} thresholds for {len(self.attributes)} attributes"
+                )
+        self._detector = detector
+        self.refine_passes = refine_passes
+
+    def __repr__(self) -> str:
+        arch = self.meta.get("model", {}).get("name", "?")
+        return f"AttributeModel(name={self.name!r}, model={arch!r}, backend={self.backend.name!r}, attributes={len(self.attributes)})"
+
+    @property
+    def detector(self) -> Any:
+        """The face detector (a FaceDetector, created on first use)."""
+        if self._detector is None:
+            from faceattr.infer.detect import FaceDetector
+
+            self._detector = FaceDetector()
+        return self._detector
+
+    @detector.setter
+    def detector(self, value: Any) -> None:
+        self._detector = value
+
+    # ---- classification -------------------------------------------------------------------
+
+    def _probabilities(self, crops: Sequence[np.ndarray | Image.Image], batch_size: int, flip: bool = False) -> np.ndarray:
+        import torch
+
+        from faceattr.data.transforms import prepare_image
+        from faceattr.runtime import logits_to_probs
+
+        if len(crops) == 0:
+            return np.zeros((0, len(self.attributes)), dtype=np.float32)
+        batch = np.stack(
+            [prepare_image(c if isinstance(c, Image.Image) else Image.fromarray(c), self.preprocess) for c in crops]
+        )
+        logits = self.backend.logits(batch, batch_size=batch_size, flip=flip)
+        probs = logits_to_probs(torch.from_numpy(logits), self.output).numpy().astype(np.float32)
+        if probs.shape != (len(crops), len(self.attributes)):
+            raise FaceattrError(
+                f"model '{self.name}' returned {probs.shape[1]} outputs for {len(self.attributes)} attributes"
+            )
+        return probs
+
+    def predict_aligned(
+        self, crops: Sequence[Image.Image] | np.ndarray, *, batch_size: int = 64, flip: bool = False
+    ) -> np.ndarray:
+        """Aligned 178x218 crops (PIL list or uint8 [N, 218, 178, 3]) -> probabilities float32 [N, A]."""
+        if isinstance(crops, np.ndarray):
+            if crops.ndim == 3:
+                crops = crops[None]
+            if crops.ndim != 4 or crops.shape[-1] != 3 or crops.dtype != np.uint8:
+                raise FaceattrError(f"expected uint8 crops [N, 218, 178, 3], got {crops.dtype} {tuple(crops.shape)}")
+            items: list[np.ndarray | Image.Image] = list(crops)
+        else:
+            items = [c if isinstance(c, Image.Image) else np.asarray(c, dtype=np.uint8) for c in crops]
+        return self._probabilities(items, batch_size, flip)
+
+    # ---- detection + alignment -------------------------------------------------------------
+
+    def _locate(
+        self, rgb: np.ndarray, *, detect: bool, align: bool, max_faces: int, min_face: int
+    ) -> tuple[list[Face], list[np.ndarray], list[int]]:
+        """Find and crop the faces of one image; returns (faces without probabilities, crops, indices
+        of the faces to classify)."""
+        from faceattr.infer import align as al
+
+        h, w = rgb.shape[:2]
+        if not align:
+            # The input is an already aligned CelebA-style crop.
+            crop = al.fit_aligned(rgb)
+            return [Face((0.0, 0.0, float(w), float(h)), None, [], {}, [], Image.fromarray(crop))], [crop], [0]
+        if not detect:
+            crop, _ = al.frame_whole_image(rgb)
+            return [Face((0.0, 0.0, float(w), float(h)), None, [], {}, [], Image.fromarray(crop))], [crop], [0]
+        if max_faces < 1:
+            raise FaceattrError(f"max_faces must be at least 1, got {max_faces}")
+        found = self.detector.detect(rgb)[:max_faces]  # largest first
+        faces: list[Face] = []
+        crops: list[np.ndarray] = []
+        targets: list[int] = []
+        for det in found:
+            lm = [(float(x), float(y)) for x, y in det.landmarks]
+            if det.size < min_face:
+                faces.append(Face(det.box, det.score, lm, {}, [], None, too_small=True))
+                continue
+            points = det.landmarks
+            if self.refine_passes > 0:
+                points = al.refine_landmarks(rgb, points, self.detector.detect, passes=self.refine_passes)
+            crop, _ = al.align_face(rgb, points)
+            targets.append(len(faces))
+            faces.append(Face(det.box, det.score, lm, {}, [], Image.fromarray(crop)))
+            crops.append(crop)
+        return faces, crops, targets
+
+    def _fill(self, face: Face, probs: np.ndarray) -> None:
+        face.probabilities = {a: float(p) for a, p in zip(self.attributes, probs)}
+        order = np.argsort(-probs, kind="stable")
+        face.present = [self.attributes[j] for j in order if probs[j] >= self.thresholds[j]]
+
+    def predict(
+        self,
+        image: ImageSource,
+        *,
+        detect: bool = True,
+        align: bool = True,
+        max_faces: int = 10,
+        min_face: int = 24,
+    ) -> list[Face]:
+        """Faces in one photo (path, PIL or RGB array), largest first, each with its attributes.
+
+        `detect=False` takes the whole image as one face; `align=False` takes it as an already
+        aligned CelebA crop. Returns [] when no face is found.
+        """
+        rgb = load_rgb(image)
+        faces, crops, targets = self._locate(rgb, detect=detect, align=align, max_faces=max_faces, min_face=min_face)
+        probs = self._probabilities(crops, batch_size=64)
+        for k, i in enumerate(targets):
+            self._fill(faces[i], probs[k])
+        return faces
+
+    def predict_many(
+        self,
+        images: Iterable[str | Path],
+        *,
+        batch_size: int = 32,
+        detect: bool = True,
+        align: bool = True,
+        max_faces: int = 10,
+        min_face: int = 24,
+    ) -> Iterator[ImageResult]:
+        """Results for many image files, in input order, classifying faces in batches across images.
+
+        A file that cannot be read yields an ImageResult with `error` set; the rest go on.
+        """
+        queue: deque[_Pending] = deque()
+        waiting = 0  # crops in the queue not yet classified
+
+        def flush() -> Iterator[ImageResult]:
+            nonlocal waiting
+            crops = [c for p in queue for c in p.crops]
+            probs = self._probabilities(crops, batch_size=batch_size)
+            k = 0
+            while queue:
+                p = queue.popleft()
+                for i in p.targets:
+                    self._fill(p.result.faces[i], probs[k])
+                    k += 1
+                yield p.result
+            waiting = 0
+
+        for src in images:
+            name = str(src)
+            try:
+                rgb = load_rgb(src)
+                faces, crops, targets = self._locate(
+                    rgb, detect=detect, align=align, max_faces=max_faces, min_face=min_face
+                )
+            except FaceattrError as e:
+                queue.append(_Pending(ImageResult(name, [], str(e)), [], []))
+            except Exception as e:  # one odd file (e.g. an OpenCV error on a strange image) must not end the batch
+                logger.debug("failed on %s", name, exc_info=True)
+                queue.append(_Pending(ImageResult(name, [], f"{describe(src)}: {type(e).__name__}: {e}"), [], []))
+            else:
+                queue.append(_Pending(ImageResult(name, faces), crops, targets))
+                waiting += len(crops)
+            if waiting >= batch_size:
+                yield from flush()
+            elif waiting == 0:
+                # Nothing to classify ahead of these: hand them out now rather than holding them.
+                while queue:
+                    yield queue.popleft().result
+        yield from flush()
+
+
+def _read_json_meta(path: Path) -> dict[str, Any]:
+    import json
+
+    from faceattr.checkpoint import FORMAT
+
+    if not path.is_file():
+        raise FaceattrError(f"no metadata {path} beside the ONNX model; re-export it with `faceattr export`")
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise FaceattrError(f"{path}: unreadable model metadata ({e})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT or "attributes" not in meta or "preprocess" not in meta:
+        raise FaceattrError(f"{path}: not faceattr model metadata (written by `faceattr export`)")
+    return meta
+
+
+def load(name_or_path: str | Path = "default", *, device: str = "cpu", backend: str = "torch") -> AttributeModel:
+    """Load a shipped model by name or a checkpoint by path (`backend="onnx"`: its exported .onnx, or a .onnx path)."""
+    from faceattr.checkpoint import load_checkpoint, read_metadata, resolve_checkpoint
+    from faceattr.runtime import resolve_device
+
+    if backend not in BACKENDS:
+        raise FaceattrError(f"unknown backend '{backend}'; use one of: {', '.join(BACKENDS)}")
+    path = Path(name_or_path)
+    if backend == "torch":
+        if path.suffix == ".onnx":
+            raise FaceattrError(f"{path} is an ONNX model; load it with backend='onnx' (--backend onnx)")
+        ckpt = resolve_checkpoint(name_or_path)
+        model, meta = load_checkpoint(ckpt, device=str(resolve_device(device)))
+        from faceattr.data.transforms import Preprocess
+
+        tb = TorchBackend(model, Preprocess.from_dict(meta["preprocess"]), resolve_device(device))
+        return AttributeModel(tb, meta, name=ckpt.stem)
+    # ONNX: a .onnx path directly, or the export that sits beside a checkpoint.
+    if path.suffix == ".onnx":
+        if not path.is_file():
+            raise FaceattrError(f"ONNX model not found: {path}")
+        onnx_path = path
+        meta = _read_json_meta(path.with_suffix(".json"))
+    else:
+        ckpt = resolve_checkpoint(name_or_path)
+        onnx_path = ckpt.with_suffix(".onnx")
+        if not onnx_path.is_file():
+            raise FaceattrError(
+                f"no ONNX export of '{name_or_path}' (looked for {onnx_path}); create it with "
+                f"`faceattr export {name_or_path} --onnx {onnx_path}` or use --backend torch"
+            )
+        json_path = onnx_path.with_suffix(".json")
+        meta = _read_json_meta(json_path) if json_path.is_file() else read_metadata(ckpt)
+    dev = "cpu" if device in ("cpu", "auto") else device
+    return AttributeModel(OnnxBackend(onnx_path, dev), meta, name=onnx_path.stem)
+
+
+def samples_dir() -> Path:
+    """Folder of the public-domain sample portraits shipped in the package."""
+    return Path(__file__).resolve().parents[1] / "assets" / "samples"
+
+
+def sample_path(name: str = "grace_hopper") -> Path:
+    """Path of a shipped sample portrait ('grace_hopper' or 'astronaut'; extension optional)."""
+    d = samples_dir()
+    hits = [p for p in sorted(d.glob("*.jpg")) if p.stem == name or p.name == name]
+    if not hits:
+        from faceattr.errors import did_you_mean
+
+        names = sorted(p.stem for p in d.glob("*.jpg"))
+        raise FaceattrError(f"no sample image '{name}'{did_you_mean(name, names)}; samples: {', '.join(names)}")
+    return hits[0]
+
+
+def export(
+    name_or_path: str | Path, onnx_path: str | Path, *, opset: int | None = None
+) -> tuple[Path, float]:
+    """Export a checkpoint (or shipped model) to ONNX with its metadata JSON beside it, verified
+    against torch on the aligned sample portraits; returns (path, max abs logit difference)."""
+    from faceattr.checkpoint import load_checkpoint, resolve_checkpoint
+    from faceattr.data.transforms import Preprocess, prepare_image
+    from faceattr.infer.backends import DEFAULT_OPSET, export_onnx
+
+    ckpt = resolve_checkpoint(name_or_path)
+    model, meta = load_checkpoint(ckpt, device="cpu")
+    pre = Preprocess.from_dict(meta["preprocess"])
+    am = AttributeModel(TorchBackend(model, pre, "cpu"), meta, name=ckpt.stem)
+    # Real faces for the check (the two sample portraits, aligned as predict() would), plus noise
+    # images so the batch axis is exercised with more than one kind of input.
+    crops = [f.crop for p in sorted(samples_dir().glob("*.jpg")) for f in am.predict(p) if f.crop is not None]
+    rng = np.random.default_rng(0)
+    check = [prepare_image(c, pre) for c in crops]
+    check += list(rng.integers(0, 256, size=(2, *pre.size, 3), dtype=np.uint8))
+    return export_onnx(model, pre, meta, onnx_path, opset=opset or DEFAULT_OPSET, check_images=np.stack(check))
