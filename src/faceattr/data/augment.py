@@ -1,0 +1,104 @@
+"""Batched training augmentation on uint8 image tensors (CPU or GPU).
+
+Crop, zoom, rotation and horizontal flip are folded into one affine matrix per image and applied
+with a single `affine_grid` + `grid_sample` call for the whole batch, so augmentation costs one
+resampling pass instead of a Python loop over PIL images.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from faceattr.config import AugmentConfig
+from faceattr.errors import FaceattrError
+
+__all__ = ["augment_batch"]
+
+# Columns of the per-image uniform draws. Every call draws all of them, whatever is switched on,
+# so a generator advances the same amount per batch and toggling one option leaves the others' draws alone.
+_FLIP, _CROP, _SHIFT_X, _SHIFT_Y, _ZOOM, _ANGLE, _BRIGHT, _CONTRAST = range(8)
+_N_DRAWS = 8
+_GRAY = (0.299, 0.587, 0.114)  # ITU-R 601 luma, as torchvision's adjust_contrast uses
+
+
+def _check(cfg: AugmentConfig) -> None:
+    """Reject settings outside the ranges the sampling formulas assume."""
+    if not 0.0 < cfg.crop_scale <= 1.0:
+        raise FaceattrError(f"augment.crop_scale must be in (0, 1] (1: no crop), got {cfg.crop_scale}")
+    if not 0.0 <= cfg.scale < 1.0:
+        raise FaceattrError(f"augment.scale must be in [0, 1) (0: no zoom), got {cfg.scale}")
+    if cfg.rotate < 0.0:
+        raise FaceattrError(f"augment.rotate must be >= 0 degrees, got {cfg.rotate}")
+    if not 0.0 <= cfg.color <= 1.0:
+        raise FaceattrError(f"augment.color must be in [0, 1] (0: off), got {cfg.color}")
+
+
+def _geometric(cfg: AugmentConfig) -> bool:
+    """Whether any crop, zoom, rotation or flip is on (else resampling is skipped: it would be an identity)."""
+    return cfg.hflip or cfg.crop_scale < 1.0 or cfg.scale > 0.0 or cfg.rotate > 0.0
+
+
+def _flip_only(cfg: AugmentConfig) -> bool:
+    """Whether a horizontal flip is the only geometric change."""
+    return cfg.hflip and cfg.crop_scale == 1.0 and cfg.scale == 0.0 and cfg.rotate == 0.0
+
+
+def _affine(u: torch.Tensor, cfg: AugmentConfig, height: int, width: int) -> torch.Tensor:
+    """Per-image [N, 2, 3] matrices mapping output to input coordinates (affine_grid's normalised [-1, 1])."""
+    flip = 1.0 - 2.0 * ((u[:, _FLIP] < 0.5) & cfg.hflip).to(u.dtype)  # -1 mirrors x
+    share = cfg.crop_scale + (1.0 - cfg.crop_scale) * u[:, _CROP]  # side share of the crop window
+    shift_x = (1.0 - share) * (2.0 * u[:, _SHIFT_X] - 1.0)  # window centre, kept inside the image
+    shift_y = (1.0 - share) * (2.0 * u[:, _SHIFT_Y] - 1.0)
+    zoom = 1.0 + cfg.scale * (2.0 * u[:, _ZOOM] - 1.0)
+    angle = torch.deg2rad(cfg.rotate * (2.0 * u[:, _ANGLE] - 1.0))
+    extent = share / zoom  # zooming in samples a smaller window
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    # Normalised coordinates stretch x and y differently on a non-square image; a rotation in pixel
+    # space is diag(1/W, 1/H) R diag(W, H) there, which keeps faces from shearing.
+    aspect = height / width
+    theta = torch.stack(
+        [
+            torch.stack([extent * cos * flip, -extent * sin * aspect, shift_x], dim=1),
+            torch.stack([extent * sin / aspect * flip, extent * cos, shift_y], dim=1),
+        ],
+        dim=1,
+    )
+    return theta
+
+
+def augment_batch(images: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator) -> torch.Tensor:
+    """Randomly crop, zoom, rotate, flip and colour-jitter uint8 [N, 3, H, W]; returns float32 0..1, same size.
+
+    Deterministic for a given generator state. Random numbers are drawn on the generator's device
+    and moved to the images' device, so a CPU generator can drive augmentation of CUDA tensors.
+    """
+    if images.dim() != 4 or images.shape[1] != 3 or images.dtype != torch.uint8:
+        raise ValueError(f"expected uint8 images [N, 3, H, W], got {images.dtype} {tuple(images.shape)}")
+    _check(cfg)
+    n, _, height, width = images.shape
+    u = torch.rand(n, _N_DRAWS, generator=generator, device=generator.device, dtype=torch.float64)
+    u = u.to(images.device)
+    x = images.to(torch.float32).div_(255.0)
+    if n == 0:
+        return x
+
+    if _flip_only(cfg):
+        # A pure mirror needs no resampling: torch.flip is exact, grid_sample only close.
+        mirror = (u[:, _FLIP] < 0.5).view(n, 1, 1, 1)
+        x = torch.where(mirror, x.flip(3), x)
+    elif _geometric(cfg):
+        theta = _affine(u, cfg, height, width).to(torch.float32)
+        grid = F.affine_grid(theta, [n, 3, height, width], align_corners=False)
+        # Reflection fills the corners a rotation or zoom-out exposes with face-like texture,
+        # rather than black wedges the model could learn to key on.
+        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+    if cfg.color > 0.0:
+        bright = (1.0 + cfg.color * (2.0 * u[:, _BRIGHT] - 1.0)).to(torch.float32).view(n, 1, 1, 1)
+        contrast = (1.0 + cfg.color * (2.0 * u[:, _CONTRAST] - 1.0)).to(torch.float32).view(n, 1, 1, 1)
+        x = x * bright
+        gray = torch.tensor(_GRAY, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
+        mean = (x * gray).sum(dim=1, keepdim=True).mean(dim=(2, 3), keepdim=True)
+        x = ((x - mean) * contrast + mean).clamp_(0.0, 1.0)
+    return x
