@@ -1,0 +1,147 @@
+"""`faceattr evaluate` and `faceattr compare`: thin flag layers over `faceattr.evaluate`."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+__all__ = ["register"]
+
+
+def register(sub: Any) -> None:
+    """Add the `evaluate` and `compare` subcommands."""
+    p = sub.add_parser(
+        "evaluate",
+        help="metrics, subgroup slices, calibration and an HTML report for a model on a CelebA split",
+        description="Evaluate a checkpoint on a CelebA split. Headline metrics use threshold 0.5; with "
+        "--calibrate, per-attribute thresholds are chosen on --calibrate-split, saved into the checkpoint "
+        "and reported beside them. `--json -` writes only the JSON to stdout (logs go to stderr).",
+    )
+    p.add_argument("model", metavar="MODEL", help="checkpoint (.safetensors), run folder, or shipped model name (default)")
+    p.add_argument("--data-root", required=True, help="CelebA folder (official, torchvision or Kaggle layout)")
+    p.add_argument("--split", default="valid", help="valid | holdout | test | train | all (default: valid)")
+    p.add_argument("--attributes", nargs="+", metavar="NAME", help="evaluate these attributes only (default: all the model predicts)")
+    p.add_argument("--json", metavar="FILE", help="write the result as JSON to FILE ('-': stdout, nothing else)")
+    p.add_argument("--report", metavar="DIR", help="write an HTML report with figures into DIR")
+    p.add_argument("--calibrate", choices=["accuracy", "balanced_accuracy"],
+                   help="choose per-attribute thresholds maximising this and save them into the checkpoint")
+    p.add_argument("--calibrate-split", metavar="SPLIT",
+                   help="split to calibrate on (default: holdout with --holdout-fraction, else valid)")
+    p.add_argument("--no-save-thresholds", action="store_true", help="calibrate and report, but leave the checkpoint as is")
+    p.add_argument("--subgroups", nargs="*", metavar="NAME",
+                   help="attributes whose values slice every metric (default: Male Young; no names: none)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--limit", type=int, default=0, help="seeded sample of N images of the split (0: all)")
+    p.add_argument("--holdout-fraction", type=float, default=0.0,
+                   help="carve an identity-disjoint 'holdout' split out of train (use with --split holdout)")
+    p.add_argument("--seed", type=int, default=-1, help="split/sample seed (default: the checkpoint's training seed)")
+    p.add_argument("--layout", default="auto", choices=["auto", "official", "torchvision", "kaggle"])
+    p.add_argument("--cache-dir", default="", help="where decoded images are cached")
+    p.add_argument("--workers", type=int, default=0, help="processes for the one-time decode (0: one per core)")
+    p.add_argument("--flip", action="store_true", help="average predictions with the mirrored image")
+    p.add_argument("--samples", type=int, default=16, help="faces shown in the report (default: 16)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=_run_evaluate)
+
+    c = sub.add_parser(
+        "compare",
+        help="compare finished runs in one table and say which to choose",
+        description="Read RUN/summary.json, RUN/eval.json and RUN/config.toml of each run folder, print a markdown "
+        "table (best per column in bold) and a recommendation; with --out also write compare.md/.csv/.html.",
+    )
+    c.add_argument("runs", nargs="+", metavar="RUN", help="run folders")
+    c.add_argument("--out", metavar="DIR", help="write compare.md, compare.csv and compare.html here")
+    c.add_argument("--metric", default="mean_f1", help="overall metric to choose by (default: mean_f1)")
+    c.add_argument("--attributes", nargs="+", metavar="NAME", help="also show accuracy/precision/recall/F1 of these")
+    c.add_argument("--tie-tolerance", type=float, default=0.005,
+                   help="runs this close to the best count as tied; ties go to the fastest (default: 0.005)")
+    c.set_defaults(func=_run_compare)
+
+
+def _summary_text(r: dict[str, Any]) -> str:
+    """A short human summary of an evaluation result."""
+    per = r["per_attribute"]
+
+    def f(v: Any) -> str:
+        return "-" if v is None else f"{v:.4f}"
+
+    lines = [
+        f"{r['architecture']} on {r['split']} ({r['n_images']} images, {len(r['attributes'])} attributes, threshold 0.5)",
+        f"  mean accuracy {f(r['mean_accuracy'])}  balanced {f(r['mean_balanced_accuracy'])}  F1 {f(r['mean_f1'])}  "
+        f"AUC {f(r['mean_auc'])}  exact match {f(r['exact_match'])}  Hamming {f(r['hamming_loss'])}",
+    ]
+    if r.get("calibrated"):
+        c = r["calibrated"]
+        lines.append(f"  calibrated ({r['calibration'].get('objective')} on {r['calibration'].get('split')}): "
+                     f"mean accuracy {f(c['mean_accuracy'])}  balanced {f(c['mean_balanced_accuracy'])}  F1 {f(c['mean_f1'])}")
+    width = max(len(a) for a in per)
+    lines.append(f"  {'attribute':<{width}}  {'acc':>6}  {'base':>6}  {'bal':>6}  {'F1':>6}  {'AUC':>6}")
+    for a, m in sorted(per.items(), key=lambda kv: -(kv[1]["balanced_accuracy"] or 0)):
+        lines.append(f"  {a:<{width}}  {f(m['accuracy'])[:6]:>6}  {f(m['majority_baseline'])[:6]:>6}  "
+                     f"{f(m['balanced_accuracy'])[:6]:>6}  {f(m['f1'])[:6]:>6}  {f(m['auc'])[:6]:>6}")
+    for g, d in (r.get("subgroups") or {}).items():
+        lines.append(f"  subgroup {g}: mean accuracy yes {f(d['1']['mean_accuracy'])} / no {f(d['0']['mean_accuracy'])} "
+                     f"(gap {f(d['gap']['mean_accuracy'])})")
+    for w in r.get("warnings", []):
+        lines.append(f"  WARNING: {w}")
+    return "\n".join(lines)
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    import contextlib
+    import sys
+
+    from faceattr.evaluate.evaluator import EvalConfig, evaluate_model, write_json
+    from faceattr.evaluate.report import check_report_dir, write_report
+
+    cfg = EvalConfig(
+        model=args.model,
+        data_root=args.data_root,
+        split=args.split,
+        attributes=list(args.attributes or []),
+        subgroups=None if args.subgroups is None else list(args.subgroups),
+        calibrate=args.calibrate or "",
+        calibrate_split=args.calibrate_split or "",
+        save_thresholds=not args.no_save_thresholds,
+        batch_size=args.batch_size,
+        device=args.device,
+        limit=args.limit,
+        holdout_fraction=args.holdout_fraction,
+        seed=args.seed,
+        layout=args.layout,
+        cache_dir=args.cache_dir,
+        workers=args.workers,
+        flip=args.flip,
+        progress=not args.no_progress,
+    )
+    if args.report:
+        check_report_dir(args.report)  # fail before minutes of work, not after
+    json_to_stdout = args.json == "-"
+    # With `--json -` stdout carries the JSON alone: anything a library prints goes to stderr.
+    guard = contextlib.redirect_stdout(sys.stderr) if json_to_stdout else contextlib.nullcontext()
+    with guard:
+        ev = evaluate_model(cfg)
+        report = write_report(ev, args.report, samples=args.samples) if args.report else None
+        if args.json and not json_to_stdout:
+            write_json(ev.result, args.json)
+    if json_to_stdout:
+        write_json(ev.result, "-")
+        return 0
+    print(_summary_text(ev.result))
+    if args.json:
+        print(f"wrote {args.json}")
+    if report is not None:
+        print(f"wrote {report}")
+    return 0
+
+
+def _run_compare(args: argparse.Namespace) -> int:
+    from faceattr.evaluate.compare import compare_runs, render_markdown, write_comparison
+
+    cmp = compare_runs(args.runs, metric=args.metric, attributes=args.attributes, tie_tolerance=args.tie_tolerance)
+    print(render_markdown(cmp), end="")
+    if args.out:
+        files = write_comparison(cmp, args.out)
+        print(f"\nwrote {', '.join(str(p) for p in files.values())}")
+    return 0
