@@ -134,7 +134,9 @@ def prepare_image(img: Image.Image, pre: Preprocess) -> np.ndarray:
     img.load()  # decode now, so a truncated file raises here rather than somewhere later
     if img.mode != "RGB":
         img = img.convert("RGB")
-    # Pillow's resize filters widen their support when downscaling, i.e. they are antialiased.
+    # Pillow's resize filters widen their support when downscaling, i.e. they are antialiased; with
+    # box= the crop may be fractional (after draft) and edge pixels are filtered with their true
+    # neighbours outside the box instead of a replicated border.
     resized = img.resize((out_w, out_h), Image.Resampling.BILINEAR, box=box)
     return np.array(resized, dtype=np.uint8)  # a copy: never a view into PIL's buffer
 

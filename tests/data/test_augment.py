@@ -1,0 +1,112 @@
+"""faceattr.data.augment: shapes, determinism, exact flips, geometry that respects the pixel aspect."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from faceattr.config import AugmentConfig
+from faceattr.data.augment import augment_batch
+from faceattr.data.transforms import Preprocess, prepare_image, to_tensor_batch
+from faceattr.errors import FaceattrError
+
+OFF = {"hflip": False, "crop_scale": 1.0, "rotate": 0.0, "scale": 0.0, "color": 0.0}
+
+
+@pytest.fixture
+def faces(real_images) -> torch.Tensor:
+    """16 real faces, uint8 [16, 3, 218, 178]."""
+    pre = Preprocess(size=(218, 178))
+    return to_tensor_batch(np.stack([prepare_image(Image.open(p), pre) for p in real_images(16)]))
+
+
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def test_shapes_range_and_determinism(faces: torch.Tensor) -> None:
+    cfg = AugmentConfig()  # the training defaults: everything on
+    a = augment_batch(faces, cfg, _gen(0))
+    b = augment_batch(faces, cfg, _gen(0))
+    c = augment_batch(faces, cfg, _gen(1))
+    assert a.shape == faces.shape and a.dtype == torch.float32
+    assert 0.0 <= float(a.min()) and float(a.max()) <= 1.0
+    assert torch.equal(a, b)
+    assert not torch.allclose(a, c)
+    assert not torch.allclose(a, faces.float() / 255, atol=0.05)  # it did change the images
+    assert faces.dtype == torch.uint8  # input untouched
+    g = _gen(0)
+    assert not torch.equal(augment_batch(faces, cfg, g), augment_batch(faces, cfg, g))  # the stream advances
+
+
+def test_everything_off_is_exact_identity(faces: torch.Tensor) -> None:
+    out = augment_batch(faces, AugmentConfig(**OFF), _gen(0))
+    assert torch.equal(out, faces.float() / 255)
+
+
+def test_hflip_only_equals_torch_flip(faces: torch.Tensor) -> None:
+    out = augment_batch(faces, AugmentConfig(**{**OFF, "hflip": True}), _gen(3))
+    x = faces.float() / 255
+    flipped = [torch.equal(o, torch.flip(xi, dims=[2])) for o, xi in zip(out, x)]
+    kept = [torch.equal(o, xi) for o, xi in zip(out, x)]
+    assert all(f or k for f, k in zip(flipped, kept))
+    assert 0 < sum(flipped) < len(flipped)  # a coin per image, not per batch
+
+
+def test_flip_inside_the_affine_path_mirrors_the_same_images(faces: torch.Tensor) -> None:
+    """With a negligible rotation the resampling path runs; its flips must match the exact path's."""
+    exact = augment_batch(faces, AugmentConfig(**{**OFF, "hflip": True}), _gen(3))
+    resampled = augment_batch(faces, AugmentConfig(**{**OFF, "hflip": True, "rotate": 1e-6}), _gen(3))
+    torch.testing.assert_close(resampled, exact, atol=1e-3, rtol=0)
+
+
+def test_rotation_keeps_a_disc_round_on_a_non_square_image() -> None:
+    """Rotating in normalised coordinates would shear non-square images; a disc must stay a disc."""
+    h, w, r = 96, 64, 12
+    yy, xx = torch.meshgrid(torch.arange(h) + 0.5, torch.arange(w) + 0.5, indexing="ij")
+    disc = (((yy - h / 2) ** 2 + (xx - w / 2) ** 2) < r * r).to(torch.uint8) * 255
+    images = disc.expand(32, 3, h, w).contiguous()
+    out = augment_batch(images, AugmentConfig(**{**OFF, "rotate": 45.0}), _gen(0))[:, 0]
+    mass = out.sum(dim=(1, 2))
+    cy = (out * yy).sum(dim=(1, 2)) / mass
+    cx = (out * xx).sum(dim=(1, 2)) / mass
+    var_y = (out * (yy - cy[:, None, None]) ** 2).sum(dim=(1, 2)) / mass
+    var_x = (out * (xx - cx[:, None, None]) ** 2).sum(dim=(1, 2)) / mass
+    area = float(disc.float().sum() / 255)
+    torch.testing.assert_close(mass, torch.full_like(mass, area), rtol=0.03, atol=0)
+    torch.testing.assert_close(cy, torch.full_like(cy, h / 2), atol=0.2, rtol=0)
+    torch.testing.assert_close(cx, torch.full_like(cx, w / 2), atol=0.2, rtol=0)
+    assert float((var_y / var_x - 1).abs().max()) < 0.05
+
+
+def test_crop_and_zoom_enlarge_content() -> None:
+    """Crop keeps at most the given share: a full-width ramp spans less of 0..1 after cropping."""
+    ramp = torch.linspace(0, 255, 200).round().to(torch.uint8)
+    images = ramp.view(1, 1, 1, 200).expand(8, 3, 100, 200).contiguous()
+    out = augment_batch(images, AugmentConfig(**{**OFF, "crop_scale": 0.5}), _gen(0))
+    span = out[:, 0, 50].amax(dim=1) - out[:, 0, 50].amin(dim=1)
+    assert (span < 1.0 + 1e-6).all() and (span > 0.45).all() and (span < 0.98).any()
+    zoomed = augment_batch(images, AugmentConfig(**{**OFF, "scale": 0.3}), _gen(0))
+    assert zoomed.shape == images.shape and not torch.equal(zoomed, images.float() / 255)
+
+
+def test_color_jitter_scales_brightness_within_bounds() -> None:
+    images = torch.full((16, 3, 8, 8), 100, dtype=torch.uint8)
+    images[:, :, :4] = 120  # some contrast to stretch
+    out = augment_batch(images, AugmentConfig(**{**OFF, "color": 0.2}), _gen(0))
+    ratio = out.mean(dim=(1, 2, 3)) / (images.float().mean(dim=(1, 2, 3)) / 255)
+    assert ((ratio > 0.8 - 1e-4) & (ratio < 1.2 + 1e-4)).all()
+    assert float(ratio.std()) > 0.01  # per image, not one factor for the batch
+
+
+def test_bad_input_and_config() -> None:
+    x = torch.zeros(2, 3, 8, 8, dtype=torch.uint8)
+    with pytest.raises(ValueError, match="uint8 images"):
+        augment_batch(x.float(), AugmentConfig(), _gen(0))
+    with pytest.raises(FaceattrError, match="crop_scale"):
+        augment_batch(x, AugmentConfig(crop_scale=1.5), _gen(0))
+    with pytest.raises(FaceattrError, match="rotate"):
+        augment_batch(x, AugmentConfig(rotate=-1.0), _gen(0))
+    assert augment_batch(x[:0], AugmentConfig(), _gen(0)).shape == (0, 3, 8, 8)

@@ -1,0 +1,162 @@
+"""faceattr.data.cache: decode once, reopen without decoding, survive bad files, never look complete early."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from faceattr.data import cache as cache_mod
+from faceattr.data.cache import ImageCache, build_cache, default_cache_dir
+from faceattr.data.transforms import Preprocess, prepare_image
+
+PRE = Preprocess(size=(40, 32), crop=(9, 29, 169, 189))
+
+
+def _counting_decode(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """Wrap the per-image decode so a test can see how often it ran (in-process builds only)."""
+    calls: list[Path] = []
+    real = cache_mod._decode_one
+
+    def counting(path: Path, pre: Preprocess) -> np.ndarray:
+        calls.append(path)
+        return real(path, pre)
+
+    monkeypatch.setattr(cache_mod, "_decode_one", counting)
+    return calls
+
+
+def test_build_then_hit_without_decoding(tmp_path: Path, real_images, monkeypatch: pytest.MonkeyPatch) -> None:
+    paths = real_images(200)
+    calls = _counting_decode(monkeypatch)
+    first = build_cache(paths, PRE, cache_dir=tmp_path, workers=1, progress=False)
+    assert isinstance(first, ImageCache) and len(first) == 200 and len(calls) == 200
+    assert isinstance(first.images, np.memmap) and first.images.shape == (200, 40, 32, 3)
+    assert first.images.dtype == np.uint8 and first.valid.all()
+    assert first.path.parent == tmp_path and first.path.suffix == ".u8"
+    for i in (0, 77, 199):
+        np.testing.assert_array_equal(first.images[i], prepare_image(Image.open(paths[i]), PRE))
+
+    def must_not_decode(path: Path, pre: Preprocess) -> np.ndarray:
+        raise AssertionError("cache hit must not decode")
+
+    monkeypatch.setattr(cache_mod, "_decode_one", must_not_decode)
+    second = build_cache(paths, PRE, cache_dir=tmp_path, workers=1, progress=False)
+    assert second.path == first.path
+    np.testing.assert_array_equal(np.asarray(second.images), np.asarray(first.images))
+    assert not second.images.flags.writeable  # read-only map: nobody scribbles on the shared cache
+
+
+def test_key_covers_size_crop_order_and_mtime(tmp_path: Path, real_images, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    paths = []
+    for src in real_images(30):
+        shutil.copy(src, folder / src.name)
+        paths.append(folder / src.name)
+    base = build_cache(paths, PRE, cache_dir=tmp_path / "c", workers=1, progress=False).path
+    calls = _counting_decode(monkeypatch)
+    other = [
+        build_cache(paths, Preprocess(size=(40, 40), crop=PRE.crop), cache_dir=tmp_path / "c", workers=1,
+                    progress=False).path,
+        build_cache(paths, Preprocess(size=PRE.size), cache_dir=tmp_path / "c", workers=1, progress=False).path,
+        build_cache(paths[::-1], PRE, cache_dir=tmp_path / "c", workers=1, progress=False).path,
+    ]
+    assert len(set([base, *other])) == 4 and len(calls) == 90
+    # Only mean/std differ: same pixels, so the same cache.
+    renorm = Preprocess(size=PRE.size, crop=PRE.crop, mean=(0.5,) * 3, std=(0.5,) * 3)
+    assert build_cache(paths, renorm, cache_dir=tmp_path / "c", workers=1, progress=False).path == base
+    stat = paths[3].stat()
+    os.utime(paths[3], ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # an edited image
+    assert build_cache(paths, PRE, cache_dir=tmp_path / "c", workers=1, progress=False).path != base
+
+
+def test_default_dir_is_faceattr_cache_env(real_images, _cache_dir: Path) -> None:
+    assert default_cache_dir() == _cache_dir
+    built = build_cache(real_images(3), PRE, progress=False, workers=1)
+    assert built.path.parent == _cache_dir and built.path.is_file()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_corrupt_files_are_marked_invalid_and_logged_once(
+    tmp_path: Path, real_images, caplog: pytest.LogCaptureFixture, workers: int
+) -> None:
+    good = real_images(70)
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    jpeg = good[0].read_bytes()
+    (folder / "truncated.jpg").write_bytes(jpeg[: len(jpeg) // 2])
+    (folder / "random.jpg").write_bytes(np.random.default_rng(0).integers(0, 256, 4000, dtype=np.uint8).tobytes())
+    (folder / "empty.jpg").write_bytes(b"")
+    bad = [folder / "truncated.jpg", folder / "random.jpg", folder / "empty.jpg", folder / "missing.jpg"]
+    paths = good[:10] + bad[:2] + good[10:] + bad[2:]
+    with caplog.at_level(logging.WARNING, logger="faceattr.data"):
+        built = build_cache(paths, PRE, cache_dir=tmp_path / "c", workers=workers, progress=False)
+    invalid = [paths[i].name for i in np.flatnonzero(~built.valid)]
+    assert invalid == ["truncated.jpg", "random.jpg", "empty.jpg", "missing.jpg"]
+    assert int(built.valid.sum()) == 70
+    assert not np.asarray(built.images)[~built.valid].any()  # invalid rows stay zero
+    np.testing.assert_array_equal(built.images[12], prepare_image(Image.open(good[10]), PRE))
+    records = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(records) == 1
+    message = records[0].getMessage()
+    assert message.startswith("4 of 74 images could not be decoded")
+    assert all(name in message for name in invalid) and "truncated" in message
+    # The mask survives a reopen.
+    again = build_cache(paths, PRE, cache_dir=tmp_path / "c", workers=workers, progress=False)
+    np.testing.assert_array_equal(again.valid, built.valid)
+
+
+def test_pool_and_in_process_builds_agree(tmp_path: Path, real_images) -> None:
+    paths = real_images(150)
+    one = build_cache(paths, PRE, cache_dir=tmp_path / "a", workers=1, progress=False)
+    two = build_cache(paths, PRE, cache_dir=tmp_path / "b", workers=2, progress=True)
+    np.testing.assert_array_equal(np.asarray(one.images), np.asarray(two.images))
+    assert one.path.name == two.path.name
+
+
+def test_killed_build_leaves_nothing_that_looks_complete(
+    tmp_path: Path, real_images, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    paths = real_images(200)
+    real_chunk = cache_mod._decode_chunk
+    done = []
+
+    def dies_midway(*args):  # noqa: ANN002, ANN202
+        if done:
+            raise KeyboardInterrupt  # what Ctrl-C (or a kill) looks like in the middle of a build
+        done.append(1)
+        return real_chunk(*args)
+
+    monkeypatch.setattr(cache_mod, "_decode_chunk", dies_midway)
+    with pytest.raises(KeyboardInterrupt):
+        build_cache(paths, PRE, cache_dir=tmp_path, workers=1, progress=False)
+    assert list(tmp_path.iterdir()) == []  # no data file, no sidecar, no temp file
+    monkeypatch.setattr(cache_mod, "_decode_chunk", real_chunk)
+    built = build_cache(paths, PRE, cache_dir=tmp_path, workers=1, progress=False)
+    assert built.valid.all() and built.images[199].any()
+    assert sorted(p.suffix for p in tmp_path.iterdir()) == [".json", ".u8"]
+    meta = json.loads(built.path.with_suffix(".json").read_text())
+    assert meta["shape"] == [200, 40, 32, 3] and meta["invalid"] == []
+
+
+def test_torn_cache_is_rebuilt(tmp_path: Path, real_images, monkeypatch: pytest.MonkeyPatch) -> None:
+    paths = real_images(20)
+    built = build_cache(paths, PRE, cache_dir=tmp_path, workers=1, progress=False)
+    with open(built.path, "r+b") as f:
+        f.truncate(100)  # a file cut short by something outside our control
+    calls = _counting_decode(monkeypatch)
+    again = build_cache(paths, PRE, cache_dir=tmp_path, workers=1, progress=False)
+    assert len(calls) == 20 and again.valid.all()
+    np.testing.assert_array_equal(again.images[5], prepare_image(Image.open(paths[5]), PRE))
+
+
+def test_empty_path_list(tmp_path: Path) -> None:
+    empty = build_cache([], PRE, cache_dir=tmp_path, progress=False)
+    assert empty.images.shape == (0, 40, 32, 3) and empty.valid.shape == (0,)
