@@ -12,6 +12,7 @@ could not be decoded and why).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -19,7 +20,7 @@ import multiprocessing
 import os
 import shutil
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -104,7 +105,7 @@ def _worker_init() -> None:
     ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 
-def _run_chunks(tasks: list[tuple[Any, ...]], workers: int) -> Iterator[list[Any]]:
+def _run_chunks(tasks: list[tuple[Any, ...]], workers: int) -> Generator[list[Any], None, None]:
     """Yield chunk results, decoded in-process (workers <= 1) or in a process pool."""
     if workers <= 1:
         previous = ImageFile.LOAD_TRUNCATED_IMAGES
@@ -216,9 +217,11 @@ def build_cache(
             f.truncate(nbytes)  # sparse: rows that fail to decode stay zero without being written
         tasks = [(str(tmp), *task[1:]) for task in tasks]
         with tqdm(total=len(paths), unit="img", desc=f"decoding to {height}x{width}", disable=not progress) as bar:
-            for done, bad in _run_chunks(tasks, workers):
-                failed.extend((int(i), str(reason)) for i, reason in bad)
-                bar.update(done)
+            # closing(): an exception here shuts the pool down now, not whenever the generator is collected.
+            with contextlib.closing(_run_chunks(tasks, workers)) as results:
+                for done, bad in results:
+                    failed.extend((int(i), str(reason)) for i, reason in bad)
+                    bar.update(done)
         failed.sort()
         invalid = [[i, str(paths[i]), reason] for i, reason in failed]
         meta = {"format_version": FORMAT_VERSION, "key": key, "shape": list(shape), "preprocess": pre.to_dict(),
