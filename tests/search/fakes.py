@@ -2,7 +2,7 @@
 
 The fake reads its answers out of the picture: a synthetic image is a row of vertical stripes, one per
 attribute, whose grey level is that attribute's probability, plus a last stripe whose level says how
-many faces the image "holds" (0, 1 or 2). So tests know the right answer for every image they write,
+many faces the image "holds" (0, 1 or 2; 2 also adds a face too small to classify; 3 means only a too-small one). So tests know the right answer for every image they write,
 and a broken index, query or engine gives visibly wrong results.
 """
 
@@ -52,14 +52,28 @@ class FakeImageResult:
         return d
 
 
-def write_image(path: Path, probs: Sequence[float], n_faces: int = 1, fmt: str = "PNG") -> Path:
-    """Write a synthetic image whose fake-model answer is `probs` for `n_faces` faces."""
+def image_array(probs: Sequence[float], n_faces: int = 1) -> np.ndarray:
+    """A synthetic RGB image whose fake-model answer is `probs` for `n_faces` faces (3: one too-small face)."""
     a = np.zeros((HEIGHT, STRIPE * (len(ATTRS) + 1) + 16, 3), np.uint8)
     for j, p in enumerate(probs):
         a[:, j * STRIPE : (j + 1) * STRIPE] = int(round(p * 255))
     a[:, len(ATTRS) * STRIPE : (len(ATTRS) + 1) * STRIPE] = n_faces * FACE_LEVEL
+    return a
+
+
+def image_bytes(probs: Sequence[float], n_faces: int = 1) -> bytes:
+    """PNG bytes of `image_array`."""
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(image_array(probs, n_faces)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def write_image(path: Path, probs: Sequence[float], n_faces: int = 1, fmt: str = "PNG") -> Path:
+    """Write `image_array(probs, n_faces)` to `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(a).save(path, format=fmt)
+    Image.fromarray(image_array(probs, n_faces)).save(path, format=fmt)
     return path
 
 
@@ -86,11 +100,14 @@ class FakeModel:
     def _faces(self, a: np.ndarray) -> list[FakeFace]:
         probs, n = read_answer(a)
         out = []
-        for k in range(n):
+        for k in range(n if n < 3 else 0):
             pd = {name: p for name, p in zip(self.attributes, probs)}
             box = (4.0 + 20 * k, 4.0, 18.0, 30.0 + k)
             lm = [(box[0] + 4, 10.0), (box[0] + 12, 10.0), (box[0] + 8, 16.0), (box[0] + 5, 24.0), (box[0] + 11, 24.0)]
             out.append(FakeFace(box, 0.9 - 0.1 * k, lm, pd, [n_ for n_, p in pd.items() if p >= 0.5]))
+        if n >= 2:
+            # Like the real model: a face below min_face is listed, but unclassified (no probabilities).
+            out.append(FakeFace((60.0, 40.0, 6.0, 6.0), 0.6, [(62.0, 42.0)] * 5, {}, []))
         return out
 
     def predict(self, image: Any, *, detect: bool = True, align: bool = True, max_faces: int = 10, min_face: int = 24) -> list[FakeFace]:
@@ -133,9 +150,10 @@ def make_dataset(root: Path, n: int, seed: int = 0) -> dict[str, tuple[list[floa
     for i in range(n):
         rel = f"{'sub/' if i % 3 == 0 else ''}img_{i:04d}.png"
         probs = [round(float(v), 2) for v in rng.uniform(0.02, 0.98, len(ATTRS))]
-        faces = 0 if i % 11 == 5 else 2 if i % 7 == 3 else 1
-        write_image(root / rel, probs, faces)
-        truth[rel] = (probs, faces)
+        # Marker 3 means "only a face too small to classify": stored as no face.
+        marker = 0 if i % 11 == 5 else 3 if i % 13 == 6 else 2 if i % 7 == 3 else 1
+        write_image(root / rel, probs, marker)
+        truth[rel] = (probs, marker % 3)
     (root / "broken.jpg").write_bytes(b"this is not a jpeg")
     (root / "notes.txt").write_text("not an image, and not an image extension")
     return truth

@@ -4,15 +4,15 @@
     build_index("photos/", "photos.sqlite", model="default")
     result = search("photos.sqlite", "Male=0 Eyeglasses=1 Smiling=1", top=20)
 
-The index schema is documented in `faceattr.search.store`; the query language in `faceattr.search.query`.
+The index schema is documented in `faceattr.search.store`, the query language in
+`faceattr.search.query`. This package imports `faceattr.infer` (never `serve` or `train`). Names are
+loaded on first use, so importing the package (and the CLI) stays cheap.
 """
 
 from __future__ import annotations
 
-from faceattr.search.indexer import IMAGE_EXTENSIONS, IndexStats, build_index, index_batch, model_identity, plan_update, scan_folder
-from faceattr.search.query import Match, SearchResult, Term, parse_where, probe_vector, search
-from faceattr.search.sheet import face_thumbnail, load_image, thumbnail_jpeg, write_sheet
-from faceattr.search.store import FaceRow, IndexStore, ModelIdentity, safe_join
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -25,8 +25,10 @@ __all__ = [
     "Term",
     "build_index",
     "face_thumbnail",
+    "face_vector",
     "index_batch",
     "load_image",
+    "load_model",
     "model_identity",
     "parse_where",
     "plan_update",
@@ -37,3 +39,55 @@ __all__ = [
     "thumbnail_jpeg",
     "write_sheet",
 ]
+
+_WHERE = {
+    "IMAGE_EXTENSIONS": "indexer",
+    "IndexStats": "indexer",
+    "build_index": "indexer",
+    "index_batch": "indexer",
+    "load_model": "indexer",
+    "model_identity": "indexer",
+    "plan_update": "indexer",
+    "scan_folder": "indexer",
+    "Match": "query",
+    "SearchResult": "query",
+    "Term": "query",
+    "parse_where": "query",
+    "probe_vector": "query",
+    "face_vector": "query",
+    "search": "query",
+    "face_thumbnail": "sheet",
+    "load_image": "sheet",
+    "thumbnail_jpeg": "sheet",
+    "write_sheet": "sheet",
+    "FaceRow": "store",
+    "IndexStore": "store",
+    "ModelIdentity": "store",
+    "safe_join": "store",
+}
+
+if TYPE_CHECKING:
+    from faceattr.search.indexer import (
+        IMAGE_EXTENSIONS,
+        IndexStats,
+        build_index,
+        index_batch,
+        load_model,
+        model_identity,
+        plan_update,
+        scan_folder,
+    )
+    from faceattr.search.query import Match, SearchResult, Term, face_vector, parse_where, probe_vector, search
+    from faceattr.search.sheet import face_thumbnail, load_image, thumbnail_jpeg, write_sheet
+    from faceattr.search.store import FaceRow, IndexStore, ModelIdentity, safe_join
+
+
+def __getattr__(name: str) -> Any:
+    """Import the submodule holding `name` on first access (keeps `faceattr --help` fast)."""
+    if name in _WHERE:
+        return getattr(importlib.import_module(f"faceattr.search.{_WHERE[name]}"), name)
+    raise AttributeError(f"module 'faceattr.search' has no attribute '{name}'")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

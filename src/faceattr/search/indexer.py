@@ -49,7 +49,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
 ENGINES = ("local", "ray")
 
 # A model by name/path (each process loads its own), a loaded model (this process only), or a
@@ -174,19 +174,20 @@ def index_batch(
     for entry, res in zip(entries, results):
         if res.error:
             records.append(FileRecord(entry, "error", error=str(res.error)))
-        elif not res.faces:
-            records.append(FileRecord(entry, "noface"))
         else:
+            # Faces below the model's min_face size come back unclassified (no probabilities): they
+            # cannot be searched by attribute, so they are not stored.
             faces = [
                 FaceRecord(
                     box=tuple(float(v) for v in f.box),  # type: ignore[arg-type]
-                    score=float(f.score),
+                    score=float(f.score if f.score is not None else 0.0),
                     landmarks=[(float(x), float(y)) for x, y in f.landmarks],
                     probs=np.asarray([f.probabilities[a] for a in attributes], dtype=np.float32),
                 )
                 for f in res.faces
+                if f.probabilities
             ]
-            records.append(FileRecord(entry, "faces", faces))
+            records.append(FileRecord(entry, "faces", faces) if faces else FileRecord(entry, "noface"))
     return records
 
 

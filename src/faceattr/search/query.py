@@ -26,7 +26,7 @@ from faceattr.search.store import FaceMatrix, IndexStore
 if TYPE_CHECKING:
     from faceattr.infer import AttributeModel
 
-__all__ = ["Term", "Match", "SearchResult", "SPACES", "parse_where", "probe_vector", "search"]
+__all__ = ["Term", "Match", "SearchResult", "SPACES", "parse_where", "face_vector", "probe_vector", "search"]
 
 SPACES = ("logits", "probs")
 
@@ -178,20 +178,26 @@ class SearchResult:
         }
 
 
-def probe_vector(model: AttributeModel, image: Any, attributes: Sequence[str]) -> np.ndarray:
-    """Attribute probabilities of the largest face in `image`, in the index's attribute order."""
-    faces = model.predict(image)
+def face_vector(faces: Sequence[Any], attributes: Sequence[str], *, what: str = "the probe image") -> np.ndarray:
+    """Attribute probabilities of the largest classified face among `faces`, in the index's attribute order."""
+    # Faces too small to classify come back without probabilities; they cannot be a probe.
+    faces = [f for f in faces if f.probabilities]
     if not faces:
-        name = image if isinstance(image, (str, Path)) else "the probe image"
-        raise FaceattrError(f"no face found in {name}; --like needs a photo with a visible face")
+        raise FaceattrError(f"no face found in {what}; a look-alike search needs a photo with a visible face")
     face = max(faces, key=lambda f: float(f.box[2]) * float(f.box[3]))
     missing = [a for a in attributes if a not in face.probabilities]
     if missing:
         raise FaceattrError(
-            f"model '{model.name}' does not predict {', '.join(missing[:5])} that the index holds; "
+            f"the model does not predict {', '.join(missing[:5])}, which the index holds; "
             "use the model the index was built with (--model)"
         )
     return np.asarray([face.probabilities[a] for a in attributes], dtype=np.float32)
+
+
+def probe_vector(model: AttributeModel, image: Any, attributes: Sequence[str]) -> np.ndarray:
+    """Attribute probabilities of the largest face in `image` (a path, PIL image or array), in the index's order."""
+    what = str(image) if isinstance(image, (str, Path)) else "the probe image"
+    return face_vector(model.predict(image), attributes, what=what)
 
 
 def search(

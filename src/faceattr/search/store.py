@@ -27,7 +27,7 @@ Schema (``schema_version`` 1)::
           file_id INTEGER NOT NULL REFERENCES files(id) ON DELETE CASCADE,
           face_index INTEGER NOT NULL,        -- order within the image (detector order)
           x REAL, y REAL, w REAL, h REAL,     -- box in pixels of the EXIF-rotated image
-          score REAL NOT NULL,                -- detector confidence
+          score REAL NOT NULL,                -- detector confidence (faces too small to classify are not stored)
           landmarks TEXT NOT NULL,            -- JSON [[x, y] * 5]: eyes, nose, mouth corners
           probs BLOB NOT NULL,                -- float32 little-endian [len(attributes)]
           model TEXT NOT NULL, model_version TEXT NOT NULL,

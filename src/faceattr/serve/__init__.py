@@ -1,0 +1,29 @@
+"""The web service and page: `create_app(model, index_path)` builds a FastAPI app; `faceattr serve` runs it.
+
+    import faceattr
+    from faceattr.serve import create_app
+    app = create_app(faceattr.load("default"), "photos.sqlite")   # then: uvicorn.run(app, host="127.0.0.1")
+
+Nothing in faceattr imports this package. Names are loaded on first use, so the CLI stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__all__ = ["create_app", "DEFAULT_MAX_UPLOAD_BYTES", "DEFAULT_MAX_PIXELS", "static_dir"]
+
+if TYPE_CHECKING:
+    from faceattr.serve.app import DEFAULT_MAX_PIXELS, DEFAULT_MAX_UPLOAD_BYTES, create_app, static_dir
+
+
+def __getattr__(name: str) -> Any:
+    """Import the app module on first access (keeps `faceattr --help` fast)."""
+    if name in __all__:
+        return getattr(importlib.import_module("faceattr.serve.app"), name)
+    raise AttributeError(f"module 'faceattr.serve' has no attribute '{name}'")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,0 +1,345 @@
+"""The web service: a FastAPI app around one loaded AttributeModel and, optionally, one attribute index.
+
+Endpoints (OpenAPI docs at /docs)::
+
+    GET  /                    the web page (serve/static/)
+    GET  /healthz             liveness: model name, index counts
+    GET  /info                attributes, thresholds, limits and index status, for the page
+    POST /predict             multipart `file` -> ImageResult.to_dict() plus the image's width/height
+    GET  /search              ?where=Male=0 Eyeglasses=1&top=20 -> ranked faces from the index
+    POST /search/like         multipart `file` (+ where, top, face) -> faces most like a face in the photo
+    GET  /image/{face_id}     JPEG crop of an indexed face (?size=)
+    GET  /image/{face_id}/full  the whole indexed image (upright, re-encoded as JPEG)
+    GET  /samples/{name}      the shipped public-domain sample portraits
+
+Safety: request bodies are capped (413) before they are read in full, uploads must decode as an
+image (415 if not an image at all, 400 if corrupt), images above `max_pixels` are refused from their
+header (413), images are only ever served from files recorded in the index and lying inside its
+folder, and model calls run in a worker thread under a lock so the event loop never blocks on them.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
+from fastapi import Path as PathParam
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from PIL import Image, UnidentifiedImageError
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from faceattr.errors import FaceattrError
+
+if TYPE_CHECKING:
+    from faceattr.infer import AttributeModel
+
+__all__ = ["create_app", "DEFAULT_MAX_UPLOAD_BYTES", "DEFAULT_MAX_PIXELS", "static_dir"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_UPLOAD_BYTES = 15 * 1024 * 1024
+# 40 MP: any current phone photo; a decoded RGB copy is then ~120 MB, which one request may hold.
+DEFAULT_MAX_PIXELS = 40_000_000
+# Room for the multipart boundary, headers and small form fields around the file itself.
+_MULTIPART_OVERHEAD = 64 * 1024
+_PAGE_CSP = "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; object-src 'none'; base-uri 'none'"
+
+
+def static_dir() -> Path:
+    """Folder of the web page's HTML, CSS and JS."""
+    return Path(__file__).resolve().parent / "static"
+
+
+class _BodyLimit:
+    """ASGI middleware: refuse request bodies over `limit` bytes with 413, without reading them whole."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None:
+            try:
+                too_big = int(declared) > self.limit
+            except ValueError:
+                too_big = False  # the server rejects a malformed length itself
+            if too_big:
+                await JSONResponse({"detail": self._message()}, status_code=413)(scope, receive, send)
+                return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    # Raised inside the body read, so FastAPI turns it into the response (chunked uploads).
+                    raise HTTPException(413, self._message())
+            return message
+
+        await self.app(scope, limited, send)
+
+    def _message(self) -> str:
+        return f"request body is larger than the {(self.limit - _MULTIPART_OVERHEAD) / 2**20:.1f} MiB upload limit"
+
+
+class _Service:
+    """What the endpoints share: the model (behind a lock), the index path and its cached face matrix."""
+
+    def __init__(self, model: AttributeModel, index_path: Path | None, max_upload_bytes: int, max_pixels: int) -> None:
+        from faceattr.search.store import CachedMatrix, IndexStore
+
+        self.model = model
+        self.lock = threading.Lock()
+        self.max_upload_bytes = max_upload_bytes
+        self.max_pixels = max_pixels
+        self.index_path = index_path
+        self.matrix = CachedMatrix(index_path) if index_path is not None else None
+        self.root: Path | None = None
+        if index_path is not None:
+            with IndexStore(index_path, readonly=True) as store:
+                self.root = store.root
+                attrs = store.attributes
+            if attrs and list(attrs) != list(model.attributes):
+                raise FaceattrError(
+                    f"{index_path} was built with a model of other attributes than '{model.name}'; "
+                    "serve it with the model it was built with (--model)"
+                )
+
+    def store(self) -> Any:
+        """A read-only connection to the index (one per request), or 404 when none is served."""
+        from faceattr.search.store import IndexStore
+
+        if self.index_path is None:
+            raise HTTPException(404, "no index is loaded; start the server with --index INDEX.sqlite")
+        try:
+            return IndexStore(self.index_path, readonly=True)
+        except FaceattrError as e:
+            raise HTTPException(503, str(e)) from None
+
+    def predict(self, rgb: np.ndarray) -> list[Any]:
+        """Model call under the lock: the detector and backend are not safe to share between threads."""
+        with self.lock:
+            return list(self.model.predict(rgb))
+
+
+def _decode_upload(data: bytes, max_pixels: int) -> np.ndarray:
+    """Bytes of an uploaded file -> upright RGB array, or the HTTP error that explains why not."""
+    from faceattr.infer.image_io import load_rgb
+
+    if not data:
+        raise HTTPException(400, "the uploaded file is empty")
+    try:
+        with warnings.catch_warnings():
+            # Our own pixel limit (below Pillow's) is checked from the header right after this.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise HTTPException(415, "the upload is not an image this server can read; send a JPEG, PNG, WebP, BMP, GIF or TIFF") from None
+    except Image.DecompressionBombError:
+        raise HTTPException(413, f"the image has more than {max_pixels:,} pixels; downscale it first") from None
+    except Exception as e:  # a header Pillow recognises but cannot parse
+        raise HTTPException(400, f"the image header could not be read ({type(e).__name__})") from None
+    w, h = im.size
+    if w * h > max_pixels:
+        raise HTTPException(413, f"the image is {w}x{h} = {w * h:,} pixels, above the {max_pixels:,} pixel limit; downscale it first")
+    try:
+        im.load()
+        return load_rgb(im, max_pixels=max_pixels)
+    except FaceattrError as e:
+        raise HTTPException(400, str(e)) from None
+    except Exception as e:  # truncated or corrupt data surfaces as several Pillow exception types
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise HTTPException(400, f"the image could not be decoded (corrupt or truncated: {reason})") from None
+
+
+async def _read_upload(file: UploadFile, limit: int) -> bytes:
+    data = await file.read(limit + 1)
+    if len(data) > limit:
+        raise HTTPException(413, f"the file is larger than the {limit / 2**20:.1f} MiB upload limit")
+    return data
+
+
+def _match_urls(d: dict[str, Any]) -> dict[str, Any]:
+    for m in d["matches"]:
+        m["image_url"] = f"/image/{m['face_id']}"
+        m["full_url"] = f"/image/{m['face_id']}/full"
+    return d
+
+
+def create_app(
+    model: AttributeModel,
+    index_path: str | Path | None = None,
+    *,
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> FastAPI:
+    """Build the app around an already loaded model (loaded once, shared by all requests) and an optional index."""
+    from faceattr import __version__
+    from faceattr.search.query import face_vector, search
+    from faceattr.search.sheet import load_image, thumbnail_jpeg
+    from faceattr.search.store import safe_join
+
+    svc = _Service(model, Path(index_path) if index_path is not None else None, max_upload_bytes, max_pixels)
+    app = FastAPI(
+        title="faceattr",
+        version=__version__,
+        description="Facial attribute prediction and attribute search. Upload a photo to `/predict`; "
+        "query an index with `/search`.",
+    )
+    app.state.service = svc
+    app.add_middleware(_BodyLimit, limit=max_upload_bytes + _MULTIPART_OVERHEAD)
+
+    @app.middleware("http")
+    async def _headers(request: Request, call_next: Any) -> Response:
+        response = await call_next(request)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        if request.url.path == "/" or request.url.path.startswith("/static/"):
+            response.headers.setdefault("Content-Security-Policy", _PAGE_CSP)
+        return response
+
+    @app.exception_handler(FaceattrError)
+    async def _user_error(request: Request, exc: FaceattrError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=400)
+
+    app.mount("/static", StaticFiles(directory=static_dir()), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(static_dir() / "index.html", media_type="text/html")
+
+    @app.get("/healthz", summary="Liveness and what is loaded")
+    def healthz() -> dict[str, Any]:
+        index = None
+        if svc.index_path is not None:
+            with svc.store() as store:
+                index = {"path": str(svc.index_path), **store.counts()}
+        return {"status": "ok", "model": model.name, "attributes": len(model.attributes), "index": index}
+
+    @app.get("/info", summary="Model attributes, thresholds, limits and index status")
+    def info() -> dict[str, Any]:
+        index = None
+        if svc.index_path is not None:
+            with svc.store() as store:
+                index = {"path": str(svc.index_path), "root": str(store.root), "model": store.get_meta("model_name"), **store.counts()}
+        return {
+            "version": __version__,
+            "model": model.name,
+            "attributes": list(model.attributes),
+            "thresholds": [round(float(t), 4) for t in np.asarray(model.thresholds).ravel()],
+            "max_upload_bytes": max_upload_bytes,
+            "max_pixels": max_pixels,
+            "index": index,
+        }
+
+    @app.post("/predict", summary="Faces and attributes of an uploaded photo")
+    async def predict(file: UploadFile = File(..., description="an image: JPEG, PNG, WebP, BMP, GIF or TIFF")) -> dict[str, Any]:
+        from faceattr.infer import ImageResult
+
+        data = await _read_upload(file, max_upload_bytes)
+        rgb = await run_in_threadpool(_decode_upload, data, max_pixels)
+        faces = await run_in_threadpool(svc.predict, rgb)
+        name = Path(file.filename or "upload").name[:200]
+        return {**ImageResult(name, faces).to_dict(), "width": int(rgb.shape[1]), "height": int(rgb.shape[0])}
+
+    @app.get("/search", summary="Faces in the index that match attribute terms, best first")
+    def search_get(
+        where: str = Query(..., max_length=2000, description="terms like `Male=0 Eyeglasses=1 Young>0.8`"),
+        top: int = Query(20, ge=1, le=500),
+    ) -> dict[str, Any]:
+        with svc.store() as store:
+            assert svc.matrix is not None  # store() has already answered 404 when no index is served
+            try:
+                result = search(store, where, top=top, matrix=svc.matrix.get(store))
+            except FaceattrError as e:
+                raise HTTPException(400, str(e)) from None
+        return _match_urls(result.to_dict())
+
+    @app.post("/search/like", summary="Faces in the index that look most like a face in an uploaded photo")
+    async def search_like(
+        file: UploadFile = File(...),
+        where: str = Form("", max_length=2000),
+        top: int = Form(20, ge=1, le=500),
+        face: int | None = Form(None, ge=0, le=100, description="which face of the photo (order of /predict); default the largest"),
+    ) -> dict[str, Any]:
+        if svc.index_path is None:
+            raise HTTPException(404, "no index is loaded; start the server with --index INDEX.sqlite")
+        data = await _read_upload(file, max_upload_bytes)
+        rgb = await run_in_threadpool(_decode_upload, data, max_pixels)
+        faces = await run_in_threadpool(svc.predict, rgb)
+
+        def run() -> dict[str, Any]:
+            with svc.store() as store:
+                attrs = store.attributes
+                if face is None:
+                    vec = face_vector(faces, attrs, what="the uploaded photo")
+                else:
+                    if face >= len(faces) or not faces[face].probabilities:
+                        raise HTTPException(422, f"the photo has no classified face number {face} ({len(faces)} faces found)")
+                    vec = np.asarray([faces[face].probabilities[a] for a in attrs], np.float32)
+                assert svc.matrix is not None
+                return _match_urls(search(store, where, like=vec, top=top, matrix=svc.matrix.get(store)).to_dict())
+
+        try:
+            return await run_in_threadpool(run)
+        except FaceattrError as e:
+            raise HTTPException(422 if "no face" in str(e) else 400, str(e)) from None
+
+    def _face_file(face_id: int) -> tuple[Path, Any]:
+        with svc.store() as store:
+            row = store.face(face_id)
+        if row is None or svc.root is None:
+            raise HTTPException(404, f"no face {face_id} in the index")
+        try:
+            path = safe_join(svc.root, row.path)
+        except FaceattrError:
+            logger.warning("refusing to serve %r: outside the indexed folder", row.path)
+            raise HTTPException(404, f"no face {face_id} in the index") from None
+        if not path.is_file():
+            raise HTTPException(404, f"{row.path} is no longer in the indexed folder; re-run `faceattr index`")
+        return path, row
+
+    @app.get("/image/{face_id}", summary="JPEG crop of an indexed face", response_class=Response)
+    def face_image(face_id: int = PathParam(..., ge=1, le=2**62), size: int = Query(160, ge=16, le=512)) -> Response:
+        path, row = _face_file(face_id)
+        try:
+            data = thumbnail_jpeg(svc.root, row.path, row.box, size)  # type: ignore[arg-type]
+        except (FaceattrError, OSError) as e:
+            raise HTTPException(404, f"{row.path} can no longer be read ({e})") from None
+        return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=300"})
+
+    @app.get("/image/{face_id}/full", summary="The indexed image a face was found in (upright, as JPEG)", response_class=Response)
+    def face_full(face_id: int = PathParam(..., ge=1, le=2**62)) -> Response:
+        path, row = _face_file(face_id)
+        try:
+            im = load_image(path)  # upright and decodable: never hand out a file that is not an image
+        except (FaceattrError, OSError) as e:
+            raise HTTPException(404, f"{row.path} can no longer be read ({e})") from None
+        buf = io.BytesIO()
+        im.save(buf, format="JPEG", quality=92)
+        return Response(buf.getvalue(), media_type="image/jpeg", headers={"Cache-Control": "private, max-age=300"})
+
+    @app.get("/samples/{name}", summary="A shipped public-domain sample portrait", response_class=FileResponse)
+    def sample(name: str = PathParam(..., max_length=64, pattern=r"^[A-Za-z0-9_]+(\.jpg)?$")) -> FileResponse:
+        from faceattr.infer import sample_path
+
+        try:
+            return FileResponse(sample_path(name), media_type="image/jpeg")
+        except FaceattrError as e:
+            raise HTTPException(404, str(e)) from None
+
+    return app
+

@@ -1,0 +1,119 @@
+"""`faceattr index` and `faceattr search` end to end through `faceattr.cli.main`, with the fake model."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from faceattr.cli import main
+from faceattr.search import search
+
+from .fakes import FakeModel, write_image
+
+
+@pytest.fixture
+def cli_env(dataset: tuple[Path, dict], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path, dict]:
+    """`--model NAME` loads a fake model of that name; returns (folder, index path, truth)."""
+    import faceattr.search.indexer as indexer
+
+    monkeypatch.setattr(indexer, "load_model", lambda source, device="cpu": FakeModel(name=Path(str(source)).stem))
+    root, truth = dataset
+    return root, tmp_path / "idx.sqlite", truth
+
+
+def test_index_then_rerun_reports_what_it_did(cli_env: tuple[Path, Path, dict], capsys: pytest.CaptureFixture[str]) -> None:
+    root, index, truth = cli_env
+    n = len(truth) + 1
+    assert main(["-q", "index", str(root), "--out", str(index), "--batch-size", "8"]) == 0
+    out = capsys.readouterr().out
+    assert f"processed {n} of {n} images" in out and "1 unreadable" in out and "unreadable: broken.jpg" in out
+    # Without --model the index's own model is reused.
+    assert main(["-q", "index", str(root), "--out", str(index)]) == 0
+    assert f"processed 0 of {n} images ({n} unchanged, 0 removed)" in capsys.readouterr().out
+
+
+def test_search_table_json_and_sheets(cli_env: tuple[Path, Path, dict], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root, index, _ = cli_env
+    assert main(["-q", "index", str(root), "--out", str(index)]) == 0
+    capsys.readouterr()
+    expected = search(index, "Male=0 Smiling=1", top=4)
+    assert len(expected.matches) == 4
+
+    assert main(["search", str(index), "--where", "male=0 smiling=1", "--top", "4"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:4] == ["rank", "score", "face", "image"] and lines[0].split()[-2:] == ["Male", "Smiling"]
+    assert [ln.split()[3] for ln in lines[1:5]] == [m.image for m in expected.matches]
+    assert lines[5] == f"{expected.total} of {expected.searched} faces match; showing the top 4"
+
+    assert main(["search", str(index), "--where", "Male=0 Smiling=1", "--top", "4", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["root"] == str(root.resolve()) and doc["total"] == expected.total
+    assert [m["face_id"] for m in doc["matches"]] == [m.face_id for m in expected.matches]
+    assert set(doc["matches"][0]["attributes"]) == set(FakeModel().attributes)
+
+    html = tmp_path / "sheet.html"
+    assert main(["search", str(index), "--where", "Male=0 Smiling=1", "--top", "4", "--sheet", str(html)]) == 0
+    assert f"wrote {html}" in capsys.readouterr().out
+    text = html.read_text()
+    assert text.count("<img src=\"data:image/jpeg;base64,") == 4 and expected.matches[0].image in text
+
+    png = tmp_path / "sheet.png"
+    assert main(["search", str(index), "--where", "Male=0 Smiling=1", "--top", "4", "--sheet", str(png), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["sheet"] == str(png)
+    with Image.open(png) as im:
+        assert im.format == "PNG" and im.width > 4 * 160 and im.height > 160
+
+
+def test_search_like_a_photo(cli_env: tuple[Path, Path, dict], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root, index, truth = cli_env
+    assert main(["-q", "index", str(root), "--out", str(index)]) == 0
+    capsys.readouterr()
+    target = sorted(p for p, (_, n) in truth.items() if n == 1)[3]
+    probe = write_image(tmp_path / "probe.png", truth[target][0])
+    assert main(["search", str(index), "--like", str(probe), "--top", "3", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["like"] is True and doc["matches"][0]["image"] == target
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["search", "{index}", "--where", "Eyeglases=1"], "did you mean Eyeglasses?"),
+        (["search", "{index}", "--where", "Male=1", "--sheet", "{tmp}/out.gif"], "--sheet must end in .html or .png"),
+        (["search", "{tmp}/none.sqlite", "--where", "Male=1"], "index not found"),
+        (["search", "{index}"], "nothing to search for"),
+        (["index", "{root}", "--out", "{index}", "--model", "other"], "--rebuild"),
+        (["index", "{tmp}/missing", "--out", "{index}"], "not a folder"),
+    ],
+)
+def test_user_errors_are_one_line_and_exit_2(
+    cli_env: tuple[Path, Path, dict], tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    root, index, _ = cli_env
+    assert main(["-q", "index", str(root), "--out", str(index)]) == 0
+    capsys.readouterr()
+    argv = [a.format(index=index, tmp=tmp_path, root=root) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("faceattr: error: ") and message in err and err.count("\n") == 1
+
+
+def test_ray_engine_without_ray_via_cli(cli_env: tuple[Path, Path, dict], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    root, index, _ = cli_env
+    monkeypatch.setitem(sys.modules, "ray", None)
+    assert main(["index", str(root), "--out", str(index), "--engine", "ray"]) == 2
+    assert "pip install 'faceattr[ray]'" in capsys.readouterr().err
+
+
+def test_cli_modules_import_nothing_heavy() -> None:
+    code = (
+        "import sys, faceattr.search.cli, faceattr.serve.cli;"
+        "heavy = [m for m in ('numpy', 'torch', 'sqlite3', 'fastapi', 'PIL') if m in sys.modules];"
+        "assert not heavy, heavy"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,0 +1,64 @@
+"""Fixtures for the web service: an index built by the fake model, the app, and a live loopback server."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from search.fakes import FakeModel, make_dataset  # tests/ is on sys.path (tests/search is a package)
+
+
+@pytest.fixture
+def indexed(tmp_path: Path) -> tuple[Path, Path, dict]:
+    """(folder, index, truth): 40 synthetic images indexed with the fake model."""
+    from faceattr.search import build_index
+
+    root = tmp_path / "photos"
+    truth = make_dataset(root, 40)
+    build_index(root, tmp_path / "index.sqlite", FakeModel(), batch_size=16, progress=False)
+    return root, tmp_path / "index.sqlite", truth
+
+
+@pytest.fixture
+def client(indexed: tuple[Path, Path, dict]) -> Iterator[Any]:
+    """TestClient of an app with the fake model and the fake index."""
+    from fastapi.testclient import TestClient
+
+    from faceattr.serve import create_app
+
+    app = create_app(FakeModel(), indexed[1])
+    with TestClient(app) as c:
+        yield c
+
+
+@contextmanager
+def live_server(app: Any, max_requests: int = 400) -> Iterator[str]:
+    """Run `app` with uvicorn on a free 127.0.0.1 port in a thread; yields the base URL, stops on exit."""
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    # limit_max_requests bounds the server's loop even if a test forgets to stop it.
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", limit_max_requests=max_requests)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+        sock.close()
