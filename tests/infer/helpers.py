@@ -11,12 +11,14 @@ ATTRS = [f"attr_{i:02d}" for i in range(40)]
 
 
 def build_checkpoint(path: Path, arch: str = "celeb_cnn", *, num_outputs: int = 40, output: str = "sigmoid",
-                     thresholds: list[float] | None = None, seed: int = 0) -> Path:
+                     thresholds: list[float] | None = None, seed: int = 0,
+                     size: tuple[int, int] | None = None, crop: list[int] | None = None) -> Path:
     """Write a randomly initialised checkpoint whose logits are spread out (std ~3 on real faces).
 
     Freshly initialised networks give logits near 0 for every input, which would let a broken
     pipeline (wrong crop, wrong normalisation, a swapped backend) pass a closeness test; scaling the
-    head makes every such mistake visible.
+    head makes every such mistake visible. `size` overrides the registry's input size (the models
+    end in global pooling), which keeps tests fast on a shared CPU.
     """
     import torch
     from torch import nn
@@ -28,7 +30,8 @@ def build_checkpoint(path: Path, arch: str = "celeb_cnn", *, num_outputs: int = 
     spec = get_spec(arch)
     model = create_model(arch, num_outputs=num_outputs).eval()
     head = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
-    x = torch.rand(8, 3, *spec.input_size) * 2 - 1
+    size = tuple(size or spec.input_size)
+    x = torch.rand(8, 3, *size) * 2 - 1
     with torch.no_grad():
         std = float(model(x).std())
         head.weight.mul_(3.0 / max(std, 1e-6))
@@ -38,7 +41,7 @@ def build_checkpoint(path: Path, arch: str = "celeb_cnn", *, num_outputs: int = 
         "model": {"name": arch, "kwargs": {"num_outputs": num_outputs, "hidden": 0, "dropout": 0.0}},
         "attributes": attrs,
         "output": output,
-        "preprocess": {"size": list(spec.input_size), "crop": None, "mean": list(spec.mean), "std": list(spec.std)},
+        "preprocess": {"size": list(size), "crop": crop, "mean": list(spec.mean), "std": list(spec.std)},
         "thresholds": thresholds,
         "config": None,
         "metrics": {},

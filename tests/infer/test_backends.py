@@ -1,0 +1,136 @@
+"""ONNX export and the ONNX Runtime backend: same numbers as torch on real faces."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from faceattr.errors import FaceattrError
+from faceattr.infer import AttributeModel, export, load
+from faceattr.infer.backends import DEFAULT_OPSET, ONNX_INPUT, ONNX_OUTPUT
+
+from .helpers import celeba_crops
+
+
+@pytest.fixture(scope="module")
+def mnv2_onnx(mnv2_ckpt: Path) -> tuple[Path, float]:
+    """mobilenet_v2 exported beside its checkpoint (so backend='onnx' finds it by checkpoint)."""
+    return export(mnv2_ckpt, mnv2_ckpt.with_suffix(".onnx"))
+
+
+@pytest.fixture(scope="module")
+def real_crops(celeba_root: Path, grace: Path, astronaut: Path) -> np.ndarray:
+    """Real aligned faces: 6 CelebA crops plus the two sample portraits aligned by the pipeline."""
+    crops = [c for _, c in celeba_crops(celeba_root, 6, seed=61)]
+    m = load_for_alignment()
+    crops += [np.asarray(m.predict(p)[0].crop) for p in (grace, astronaut)]
+    return np.stack(crops)
+
+
+def load_for_alignment() -> AttributeModel:
+    """Any model will do to get aligned crops; build the cheapest one."""
+    import tempfile
+
+    from .helpers import build_checkpoint
+
+    d = Path(tempfile.mkdtemp())
+    return load(build_checkpoint(d / "align.safetensors", size=(32, 32)))
+
+
+def test_export_writes_a_checked_graph_and_metadata(mnv2_onnx: tuple[Path, float], mnv2_ckpt: Path) -> None:
+    path, diff = mnv2_onnx
+    assert path.is_file() and diff < 1e-4
+    graph = onnx.load(str(path))
+    onnx.checker.check_model(graph)
+    assert graph.opset_import[0].version == DEFAULT_OPSET
+    (inp,) = graph.graph.input
+    assert inp.name == ONNX_INPUT and inp.type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    assert inp.type.tensor_type.shape.dim[0].dim_param  # dynamic batch axis
+    assert [o.name for o in graph.graph.output] == [ONNX_OUTPUT]
+    meta = json.loads(path.with_suffix(".json").read_text())
+    assert meta["attributes"] == load(mnv2_ckpt).attributes
+    assert meta["onnx"]["input"] == ONNX_INPUT and meta["onnx"]["opset"] == DEFAULT_OPSET
+
+
+def test_onnxruntime_matches_torch_on_real_faces(mnv2_onnx: tuple[Path, float], mnv2_ckpt: Path, real_crops: np.ndarray) -> None:
+    torch_model = load(mnv2_ckpt)
+    onnx_model = load(mnv2_ckpt, backend="onnx")
+    assert onnx_model.backend.name == "onnx" and torch_model.backend.name == "torch"
+    pt = torch_model.predict_aligned(real_crops, batch_size=3)
+    ox = onnx_model.predict_aligned(real_crops, batch_size=3)  # batches of 3 and a last one of 2
+    assert pt.std() > 0.1  # spread-out outputs, so agreement is not trivial
+    assert np.abs(pt - ox).max() < 1e-4
+    # Raw logits too, one image at a time (batch axis really dynamic).
+    from faceattr.data.transforms import prepare_image
+    from PIL import Image
+
+    x = np.stack([prepare_image(Image.fromarray(c), torch_model.preprocess) for c in real_crops[:3]])
+    lt = torch_model.backend.logits(x, batch_size=1)
+    lo = onnx_model.backend.logits(x, batch_size=1)
+    assert np.abs(lt - lo).max() < 1e-4 and np.abs(lt).max() > 1
+    # Flip test-time augmentation agrees as well.
+    assert np.abs(torch_model.predict_aligned(real_crops[:2], flip=True) - onnx_model.predict_aligned(real_crops[:2], flip=True)).max() < 1e-4
+
+
+def test_onnx_path_loads_directly_and_predicts_photos(mnv2_onnx: tuple[Path, float], mnv2_ckpt: Path, grace: Path) -> None:
+    path, _ = mnv2_onnx
+    m = load(path, backend="onnx")
+    assert m.attributes == load(mnv2_ckpt).attributes and m.name == "mnv2"
+    (f,) = m.predict(grace)
+    (g,) = load(mnv2_ckpt).predict(grace)
+    assert f.box == g.box
+    assert np.abs(np.array(list(f.probabilities.values())) - list(g.probabilities.values())).max() < 1e-4
+
+
+def test_onnx_without_metadata_or_broken(tmp_path: Path, mnv2_onnx: tuple[Path, float]) -> None:
+    lone = tmp_path / "lone.onnx"
+    lone.write_bytes(mnv2_onnx[0].read_bytes())
+    with pytest.raises(FaceattrError, match="no metadata"):
+        load(lone, backend="onnx")
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"not a model")
+    junk.with_suffix(".json").write_text(mnv2_onnx[0].with_suffix(".json").read_text())
+    with pytest.raises(FaceattrError, match="not a loadable ONNX model"):
+        load(junk, backend="onnx")
+    with pytest.raises(FaceattrError, match="not found"):
+        load(tmp_path / "absent.onnx", backend="onnx")
+
+
+def test_export_refuses_a_mismatch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, small_ckpt: Path) -> None:
+    # If ONNX Runtime disagreed with torch (a broken export), nothing may be written.
+    from faceattr.infer import backends
+
+    real = backends.OnnxBackend.logits
+
+    def skewed(self, images, **kw):  # type: ignore[no-untyped-def]
+        return real(self, images, **kw) + 0.01
+
+    monkeypatch.setattr(backends.OnnxBackend, "logits", skewed)
+    out = tmp_path / "bad.onnx"
+    with pytest.raises(FaceattrError, match="does not match torch"):
+        export(small_ckpt, out)
+    assert not out.exists() and not list(tmp_path.glob(".bad.onnx*"))
+    with pytest.raises(FaceattrError, match=r"\.onnx"):
+        export(small_ckpt, tmp_path / "model.bin")
+
+
+def test_torch_backend_uses_runtime_predict_logits(small_model: AttributeModel, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The torch path goes through faceattr.runtime (shared batching, device and flip handling).
+    import faceattr.runtime as rt
+
+    calls = []
+    real = rt.predict_logits
+
+    def spy(*a, **kw):  # type: ignore[no-untyped-def]
+        calls.append(kw.get("batch_size"))
+        return real(*a, **kw)
+
+    monkeypatch.setattr(rt, "predict_logits", spy)
+    small_model.predict_aligned(np.zeros((3, 218, 178, 3), np.uint8), batch_size=2)
+    assert calls == [2]
+    assert torch.get_num_threads() >= 1
