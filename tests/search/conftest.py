@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from .fakes import FakeModel, make_dataset
+from .realdata import celeba_labels, default_model  # noqa: F401  (fixtures, shared with tests/serve)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -25,3 +26,4 @@ def dataset(tmp_path: Path) -> tuple[Path, dict]:
     root = tmp_path / "photos"
     truth = make_dataset(root, 40)
     return root, truth
+

@@ -345,8 +345,13 @@ def build_index(
     max_faces: int = 10,
     device: str = "cpu",
     progress: bool = True,
+    on_batch: Callable[[IndexStats], None] | None = None,
 ) -> IndexStats:
-    """Create or update the index of every image under `folder`; returns what the run did."""
+    """Create or update the index of every image under `folder`; returns what the run did.
+
+    `on_batch(stats)` is called after each committed batch with the running totals (for progress
+    displays and benchmarks).
+    """
     t0 = time.perf_counter()
     root = Path(folder)
     if not root.is_dir():
@@ -404,6 +409,9 @@ def build_index(
                     stats.errors += r.status == "error"
                 bar.update(len(records))
                 bar.set_postfix(faces=stats.faces, errors=stats.errors, refresh=False)
+                if on_batch is not None:
+                    stats.seconds = time.perf_counter() - t0
+                    on_batch(stats)
     stats.seconds = time.perf_counter() - t0
     logger.info(
         "indexed %d images (%d faces, %d without a face, %d unreadable) in %.1fs",

@@ -106,38 +106,44 @@ function draw() {
   const res = state.result;
   const w = res ? res.width : bmp.width;
   const h = res ? res.height : bmp.height;
-  const scale = Math.min(1, 1600 / Math.max(w, h));
-  canvas.width = Math.round(w * scale);
-  canvas.height = Math.round(h * scale);
+  // Draw at the size it is shown (times the pixel ratio), so boxes and labels keep a constant on-screen
+  // size whether the photo is a 100 px crop or a 6000 px original.
+  const dpr = window.devicePixelRatio || 1;
+  const shown = canvas.parentElement.clientWidth || 640;
+  const scale = (shown * dpr) / w;
+  canvas.width = Math.max(1, Math.round(w * scale));
+  canvas.height = Math.max(1, Math.round(h * scale));
   const ctx = canvas.getContext("2d");
+  ctx.imageSmoothingQuality = "high";
   if (bmp) ctx.drawImage(bmp, 0, 0, canvas.width, canvas.height);
   else { ctx.fillStyle = "#888"; ctx.fillRect(0, 0, canvas.width, canvas.height); }
   if (!res) return;
-  const lw = Math.max(2, canvas.width / 350);
+  const lw = 2.5 * dpr;
+  const fs = Math.round(13 * dpr);
   res.faces.forEach((f, i) => {
     const [x, y, bw, bh] = f.box.map((v) => v * scale);
     const color = COLORS[i % COLORS.length];
     const active = state.active === i;
-    ctx.lineWidth = active ? lw * 2 : lw;
+    ctx.lineWidth = active ? lw * 1.8 : lw;
     ctx.strokeStyle = color;
-    ctx.globalAlpha = state.active < 0 || active ? 1 : 0.45;
+    ctx.globalAlpha = state.active < 0 || active ? 1 : 0.4;
     ctx.beginPath();
     ctx.roundRect(x, y, bw, bh, Math.min(bw, bh) * 0.06);
     ctx.stroke();
+    ctx.fillStyle = color;
     for (const [lx, ly] of f.landmarks || []) {
-      ctx.fillStyle = color;
       ctx.beginPath();
-      ctx.arc(lx * scale, ly * scale, lw, 0, Math.PI * 2);
+      ctx.arc(lx * scale, ly * scale, lw * 0.9, 0, Math.PI * 2);
       ctx.fill();
     }
     const label = String(i + 1);
-    const fs = Math.max(12, Math.round(canvas.width / 45));
     ctx.font = `600 ${fs}px system-ui, sans-serif`;
-    const tw = ctx.measureText(label).width + fs * 0.7;
-    ctx.fillStyle = color;
-    ctx.fillRect(x - ctx.lineWidth / 2, Math.max(0, y - fs * 1.35), tw, fs * 1.35);
+    const tw = ctx.measureText(label).width + fs * 0.8;
+    const th = fs * 1.4;
+    const ty = y - th >= 0 ? y - th : y;  // above the box, or inside it at the top edge
+    ctx.fillRect(x - lw / 2, ty, tw, th);
     ctx.fillStyle = "#fff";
-    ctx.fillText(label, x + fs * 0.3, Math.max(fs * 1.05, y - fs * 0.3));
+    ctx.fillText(label, x - lw / 2 + fs * 0.4, ty + fs * 1.05);
     ctx.globalAlpha = 1;
   });
 }
@@ -274,6 +280,11 @@ function wire() {
     });
   }
   $("search-form").addEventListener("submit", runSearch);
+  let resizeTimer = null;
+  window.addEventListener("resize", () => {
+    clearTimeout(resizeTimer);
+    resizeTimer = setTimeout(() => { if (state.result || state.bitmap) draw(); }, 150);
+  });
   loadInfo();
 }
 

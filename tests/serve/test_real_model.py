@@ -1,0 +1,90 @@
+"""The service with the shipped default model on real photos: API on the portraits, and the page in Chromium.
+
+Needs the shipped default model (and for the page test the CelebA subset); skips without them.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from faceattr.search import build_index, search
+from faceattr.serve import create_app
+from search.realdata import default_model  # noqa: F401  (a shared fixture)
+
+from .conftest import ARTIFACTS, live_server
+
+SAMPLES = Path(__file__).resolve().parents[2] / "src" / "faceattr" / "assets" / "samples"
+
+
+def test_predict_on_a_portrait_and_on_its_exif_rotated_copy(default_model: Any) -> None:
+    from fastapi.testclient import TestClient
+
+    with TestClient(create_app(default_model)) as c:
+        data = (SAMPLES / "grace_hopper.jpg").read_bytes()
+        doc = c.post("/predict", files={"file": ("grace_hopper.jpg", data, "image/jpeg")}).json()
+        assert (doc["width"], doc["height"]) == (512, 600)
+        assert len(doc["faces"]) == 1
+        face = doc["faces"][0]
+        x, y, w, h = face["box"]
+        assert 0 <= x < x + w <= 512 and 0 <= y < y + h <= 600 and w > 100
+        assert set(face["attributes"]) == set(default_model.attributes)
+        thr = dict(zip(default_model.attributes, default_model.thresholds))
+        assert set(face["present"]) == {a for a, p in face["attributes"].items() if p >= thr[a] - 1e-6}
+
+        # The same photo stored sideways with an EXIF "rotate 90" tag: the server must see it upright.
+        with Image.open(SAMPLES / "grace_hopper.jpg") as im:
+            sideways = im.transpose(Image.Transpose.ROTATE_90)
+            exif = Image.Exif()
+            exif[0x0112] = 6  # orientation: rotate 90 CW to display
+            buf = io.BytesIO()
+            sideways.save(buf, format="JPEG", quality=95, exif=exif)
+        doc2 = c.post("/predict", files={"file": ("sideways.jpg", buf.getvalue(), "image/jpeg")}).json()
+        assert (doc2["width"], doc2["height"]) == (512, 600) and len(doc2["faces"]) == 1
+        np.testing.assert_allclose(doc2["faces"][0]["box"], face["box"], atol=12)
+
+
+@pytest.mark.browser
+def test_page_with_real_photos(browser_page: Any, default_model: Any, celeba_root: Path, tmp_path: Path) -> None:
+    page = browser_page
+    root = tmp_path / "photos"
+    root.mkdir()
+    for f in sorted(os.listdir(celeba_root / "img_align_celeba"))[:60]:
+        os.symlink(celeba_root / "img_align_celeba" / f, root / f)
+    shutil.copy(SAMPLES / "astronaut.jpg", root / "astronaut.jpg")
+    index = tmp_path / "index.sqlite"
+    build_index(root, index, default_model, batch_size=32, progress=False)
+    ARTIFACTS.mkdir(exist_ok=True)
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    with live_server(create_app(default_model, index)) as url:
+        page.goto(url)
+        page.wait_for_selector("#status.ok")
+        page.set_input_files("#file", str(SAMPLES / "grace_hopper.jpg"))
+        page.wait_for_selector(".face-card .bar")
+        assert page.locator(".face-card").count() == 1
+        bars = page.locator(".face-card .bar")
+        assert bars.count() == 12  # the top 12, then "Show all 40"
+        page.click("text=Show all 40")
+        assert bars.count() == len(default_model.attributes)
+        shown = [float(v.rstrip("%")) for v in page.locator(".face-card .bar .val").all_inner_texts()]
+        assert shown == sorted(shown, reverse=True)
+        page.evaluate("window.scrollTo(0, 0)")
+        page.screenshot(path=str(ARTIFACTS / "serve-real-predict.png"), full_page=True)
+
+        page.fill("#where", "Smiling=1")
+        page.click("#search-button")
+        page.wait_for_selector("#gallery figure")
+        page.wait_for_function("() => [...document.querySelectorAll('#gallery img')].every(i => i.complete && i.naturalWidth > 0)")
+        lib = search(index, "Smiling=1", top=24)
+        assert page.locator("#gallery figure .file").all_inner_texts() == [m.image for m in lib.matches]
+        page.evaluate("window.scrollTo(0, 0)")
+        page.screenshot(path=str(ARTIFACTS / "serve-real-search.png"), full_page=True)
+    assert errors == []
