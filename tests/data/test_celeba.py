@@ -284,14 +284,15 @@ def test_full_size_attribute_file_parses_fast(tmp_path: Path, reference) -> None
     (tmp_path / "img_align_celeba").mkdir()
     for name in names:
         (tmp_path / "img_align_celeba" / name).write_bytes(b"")
-    start = time.perf_counter()
+    # CPU time, not wall time: the test machines are shared, and waiting for a core is not parsing.
+    start = time.process_time()
     names_read = read_attribute_names(tmp_path)
     split = load_celeba(tmp_path, split="all", layout="official", attributes=None)
-    elapsed = time.perf_counter() - start
+    elapsed = time.process_time() - start
     assert names_read == reference.names
     assert split.filenames == names  # the other 202,596 rows have no image file
     np.testing.assert_array_equal(split.labels, (values[:3] > 0).astype(np.float32))
-    assert elapsed < 2.0, f"parsing 202,599 rows took {elapsed:.2f}s"  # ~0.3 s here; generous for a busy CI box
+    assert elapsed < 1.5, f"parsing 202,599 rows took {elapsed:.2f}s of CPU"  # ~0.3 s on this machine
 
 
 def test_agrees_with_torchvision(make_celeba, reference, monkeypatch: pytest.MonkeyPatch) -> None:
