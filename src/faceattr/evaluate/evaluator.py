@@ -125,7 +125,8 @@ def _select_attributes(requested: list[str], model_attrs: list[str], data_attrs:
                 f"the model {path.name} does not predict '{data_lookup[key]}' (it is in the data, not in the model); "
                 f"it predicts: {', '.join(model_attrs)}"
             )
-    return resolve_names(requested, model_attrs, "attribute")
+    chosen = set(resolve_names(requested, model_attrs, "attribute"))
+    return [a for a in model_attrs if a in chosen]  # model order, whatever order they were asked in
 
 
 def _select_subgroups(requested: list[str] | None, data_attrs: list[str], root: str) -> list[str]:
@@ -366,7 +367,7 @@ def evaluate_model(cfg: EvalConfig) -> Evaluation:
     result["images_per_s"] = round(len(labels) / max(ev.seconds, 1e-9), 2)
     result["seconds"] = round(time.perf_counter() - t_start, 2)
     result["created"] = _now()
-    result["versions"] = versions()
+    result["versions"] = {k: str(v) for k, v in versions().items()}  # TorchVersion is a str subclass JSON tools reject
 
     run_dir = path.parent if (path.parent / "log.jsonl").is_file() else None
     return Evaluation(

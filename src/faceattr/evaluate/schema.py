@@ -145,7 +145,7 @@ EVAL_SCHEMA: dict[str, Any] = {
     "title": "faceattr evaluation",
     "type": "object",
     "required": [
-        "schema_version", "model", "checkpoint", "architecture", "output", "data_root", "split", "n_images",
+        "schema_version", "model", "checkpoint", "architecture", "output", "data_root", "split",
         "attributes", *_OVERALL_KEYS, "per_attribute", "subgroups", "calibration", "calibrated", "warnings",
         "device", "images_per_s", "created",
     ],

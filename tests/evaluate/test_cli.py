@@ -1,0 +1,105 @@
+"""`faceattr evaluate` / `faceattr compare` on the command line: output and every kind of bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from faceattr.cli import main
+
+
+def _fails(argv: list[str], capsys: pytest.CaptureFixture[str], *needles: str) -> str:
+    """Run the CLI, expect exit code 2 with a one-line error holding every needle, nothing on stdout."""
+    code = main(argv)
+    out, err = capsys.readouterr()
+    assert code == 2, (out, err)
+    assert out == ""
+    line = [ln for ln in err.splitlines() if ln.startswith("faceattr: error:")]
+    assert len(line) == 1, err
+    for n in needles:
+        assert n in line[0], line[0]
+    return line[0]
+
+
+def test_evaluate_prints_a_summary_and_writes_json_and_report(trained_run: Path, celeba_root: Path, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    out_json, rep = tmp_path / "e" / "eval.json", tmp_path / "rep"
+    code = main(["evaluate", str(trained_run), "--data-root", str(celeba_root), "--limit", "40", "--json", str(out_json),
+                 "--report", str(rep), "--samples", "4", "--no-progress", "--subgroups", "Young"])
+    out, _ = capsys.readouterr()
+    assert code == 0
+    doc = json.loads(out_json.read_text())
+    assert doc["n_images"] == 40 and list(doc["subgroups"]) == ["Young"]
+    assert f"{doc['mean_accuracy']:.4f}" in out
+    assert "subgroup Young" in out and str(rep / "report.html") in out
+    assert (rep / "report.html").is_file()
+
+
+def test_unknown_attribute_suggests_the_closest_name(trained_run: Path, celeba_root: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    _fails(["evaluate", str(trained_run), "--data-root", str(celeba_root), "--attributes", "Smilng"], capsys,
+           "unknown attribute 'Smilng'", "did you mean Smiling?")
+    # In the data but not predicted by this model: say so rather than "unknown".
+    _fails(["evaluate", str(trained_run), "--data-root", str(celeba_root), "--attributes", "Bald"], capsys,
+           "does not predict 'Bald'")
+    _fails(["evaluate", str(trained_run), "--data-root", str(celeba_root), "--subgroups", "Mael"], capsys,
+           "unknown subgroup attribute 'Mael'", "did you mean Male?")
+
+
+def test_checkpoint_attributes_not_in_the_data(run_copy: Path, celeba_root: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    from faceattr.checkpoint import update_metadata
+
+    update_metadata(run_copy / "best.safetensors", {"attributes": ["Smiling", "Eyeglasses", "Blond_Hair", "Mole"]})
+    _fails(["evaluate", str(run_copy), "--data-root", str(celeba_root)], capsys, "does not label: Mole")
+
+
+def test_empty_split_suggests_valid_or_a_holdout(trained_run: Path, celeba_root: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    _fails(["evaluate", str(trained_run), "--data-root", str(celeba_root), "--split", "test"], capsys,
+           "split 'test'", "--split valid", "--holdout-fraction")
+
+
+def test_corrupt_or_missing_checkpoint(trained_run: Path, celeba_root: Path, tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"\x00\x01not a checkpoint" * 50)
+    _fails(["evaluate", str(garbage), "--data-root", str(celeba_root)], capsys, "not a readable faceattr checkpoint")
+    torn = tmp_path / "torn.safetensors"
+    data = (trained_run / "best.safetensors").read_bytes()
+    torn.write_bytes(data[: len(data) // 2])
+    _fails(["evaluate", str(torn), "--data-root", str(celeba_root)], capsys, "not a readable faceattr checkpoint")
+    _fails(["evaluate", str(tmp_path / "nope.safetensors"), "--data-root", str(celeba_root)], capsys,
+           "checkpoint not found")
+    empty_run = tmp_path / "empty_run"
+    empty_run.mkdir()
+    _fails(["evaluate", str(empty_run), "--data-root", str(celeba_root)], capsys, "no best.safetensors")
+
+
+def test_unwritable_report_folder_fails_before_work_and_leaves_nothing(trained_run: Path, celeba_root: Path,
+                                                                       tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where a folder should be")
+    json_out = tmp_path / "eval.json"
+    _fails(["evaluate", str(trained_run), "--data-root", str(celeba_root), "--report", str(blocker / "rep"),
+            "--json", str(json_out)], capsys, "cannot write the report")
+    assert not json_out.exists()  # failed before evaluating, so no half-done outputs either
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("precious")
+    _fails(["evaluate", str(trained_run), "--data-root", str(celeba_root), "--report", str(mine)], capsys,
+           "not a faceattr report")
+    assert [p.name for p in mine.iterdir()] == ["thesis.tex"]
+
+
+def test_compare_cli_prints_markdown_and_rejects_bad_metric(trained_run: Path, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run_a"
+    shutil.copytree(trained_run, run)
+    _fails(["compare", str(run)], capsys, "none of the runs can be compared", "no eval.json")
+    _fails(["compare", str(run), "--metric", "mean_f2"], capsys, "unknown metric 'mean_f2'", "did you mean mean_f1?")
+    _fails(["compare", str(tmp_path / "missing")], capsys, "run folder not found")

@@ -1,0 +1,184 @@
+"""evaluate_model on real CelebA images: JSON schema, numbers recomputed independently, calibration."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from faceattr.evaluate.schema import EVAL_SCHEMA
+
+MODEL_ATTRS = ["Smiling", "Eyeglasses", "Blond_Hair", "Male"]  # as trained in conftest.trained_run
+EVAL_LIMIT = 200  # as evaluated in conftest.evaluation
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def validate_schema(doc: dict[str, Any]) -> None:
+    """Validate against EVAL_SCHEMA with a JSON Schema library when one is installed, plus explicit checks."""
+    try:
+        import jsonschema_rs
+
+        jsonschema_rs.validator_for(EVAL_SCHEMA).validate(doc)
+    except ImportError:
+        try:
+            import jsonschema
+
+            jsonschema.validate(doc, EVAL_SCHEMA)
+        except ImportError:
+            pass
+    # Explicit checks of the documented core, so the test means something without a validator.
+    for key in ("model", "split", "n_images", "attributes", "mean_accuracy", "mean_balanced_accuracy", "mean_f1",
+                "exact_match", "hamming_loss", "per_attribute", "subgroups", "calibrated"):
+        assert key in doc, key
+    assert set(doc["per_attribute"]) == set(doc["attributes"])
+    for m in doc["per_attribute"].values():
+        for key in ("accuracy", "precision", "recall", "f1", "balanced_accuracy", "auc", "positive_rate", "threshold",
+                    "confusion", "error_pos", "error_neg"):
+            assert key in m, key
+        (tn, fp), (fn, tp) = m["confusion"]
+        assert tn + fp + fn + tp == doc["n_images"]
+    json.dumps(doc, allow_nan=False)  # no NaN sneaks into the JSON
+
+
+def test_schema_rejects_a_broken_document(evaluation: Any) -> None:
+    jsonschema_rs = pytest.importorskip("jsonschema_rs")
+    v = jsonschema_rs.validator_for(EVAL_SCHEMA)
+    doc = json.loads(json.dumps(evaluation.result))
+    assert v.is_valid(doc)
+    doc["per_attribute"]["Male"]["confusion"] = [[1, 2]]
+    assert not v.is_valid(doc)
+
+
+def test_result_matches_schema_and_independent_recomputation(evaluation: Any, trained_run: Path, celeba_root: Path) -> None:
+    from sklearn.metrics import roc_auc_score
+
+    from faceattr.checkpoint import load_checkpoint
+    from faceattr.data import load_celeba
+    from faceattr.data.cache import build_cache
+    from faceattr.data.transforms import Preprocess, normalize_batch
+    from faceattr.runtime import predict_logits
+
+    r = evaluation.result
+    validate_schema(r)
+    assert r["split"] == "valid" and r["n_images"] == EVAL_LIMIT
+    assert r["attributes"] == MODEL_ATTRS
+    assert r["checkpoint"].endswith("best.safetensors")
+    assert r["calibrated"] is None and r["calibration"] is None  # nothing calibrated yet
+
+    # Probabilities recomputed through the public pieces, without the evaluator.
+    model, meta = load_checkpoint(trained_run / "best.safetensors")
+    pre = Preprocess.from_dict(meta["preprocess"])
+    split = load_celeba(celeba_root, split="valid", attributes=MODEL_ATTRS + ["Young"], limit=EVAL_LIMIT, seed=0)
+    cache = build_cache(split.paths, pre, progress=False)
+    probs = 1 / (1 + np.exp(-predict_logits(model, cache.images, lambda x: normalize_batch(x, pre))))
+    labels = split.labels[:, :4] > 0.5
+    np.testing.assert_allclose(evaluation.probs, probs, atol=1e-5)
+    np.testing.assert_array_equal(evaluation.labels > 0.5, labels)
+    assert evaluation.filenames == split.filenames
+
+    pred = probs >= 0.5
+    for j, a in enumerate(MODEL_ATTRS):
+        m = r["per_attribute"][a]
+        y, p = labels[:, j], pred[:, j]
+        tp, tn = int((y & p).sum()), int((~y & ~p).sum())
+        fp, fn = int((~y & p).sum()), int((y & ~p).sum())
+        assert m["confusion"] == [[tn, fp], [fn, tp]]
+        assert m["accuracy"] == pytest.approx((tp + tn) / len(y))
+        assert m["positive_rate"] == pytest.approx(y.mean())
+        assert m["recall"] == pytest.approx(tp / (tp + fn) if tp + fn else 0.0)
+        tpr = tp / (tp + fn) if tp + fn else None
+        tnr = tn / (tn + fp) if tn + fp else None
+        if tpr is not None and tnr is not None:
+            assert m["balanced_accuracy"] == pytest.approx((tpr + tnr) / 2)
+            assert m["auc"] == pytest.approx(roc_auc_score(y, probs[:, j]))
+        assert m["error_neg"] == pytest.approx(fp / (fp + tn))
+        assert m["threshold"] == 0.5
+    assert r["mean_accuracy"] == pytest.approx((pred == labels).mean())
+    assert r["exact_match"] == pytest.approx((pred == labels).all(axis=1).mean())
+    assert r["hamming_loss"] == pytest.approx((pred != labels).mean())
+
+    # Subgroups: Young is sliced on although the model does not predict it.
+    assert r["subgroup_attributes"] == ["Male", "Young"]
+    young = split.labels[:, 4] > 0.5
+    sg = r["subgroups"]["Young"]
+    assert sg["1"]["n_images"] == int(young.sum()) and sg["0"]["n_images"] == int((~young).sum())
+    acc1 = (pred[young] == labels[young]).mean()
+    acc0 = (pred[~young] == labels[~young]).mean()
+    assert sg["1"]["mean_accuracy"] == pytest.approx(acc1)
+    assert sg["gap"]["mean_accuracy"] == pytest.approx(acc1 - acc0)
+    # Within Male = 1 every image is male: the Male attribute there has no negatives.
+    assert r["subgroups"]["Male"]["1"]["per_attribute"]["Male"]["n_neg"] == 0
+    assert r["subgroups"]["Male"]["1"]["per_attribute"]["Male"]["auc"] is None
+
+
+def test_calibration_is_saved_and_reported_with_a_loud_warning(run_copy: Path, celeba_root: Path,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    from faceattr.checkpoint import read_metadata
+    from faceattr.evaluate import EvalConfig, evaluate_model, metric_block
+
+    cfg = EvalConfig(model=str(run_copy), data_root=str(celeba_root), split="valid", limit=120,
+                     calibrate="balanced_accuracy", progress=False)
+    with caplog.at_level("WARNING"):
+        ev = evaluate_model(cfg)
+    r = ev.result
+    validate_schema(r)
+    cal = r["calibration"]
+    assert cal["source"] == "this evaluation" and cal["split"] == "valid" and cal["objective"] == "balanced_accuracy"
+    assert cal["saved"] is True and cal["same_split_as_evaluation"] is True
+    assert "optimistic" in cal["warning"] and cal["warning"] in r["warnings"]
+    assert any("optimistic" in rec.getMessage() for rec in caplog.records)
+    thresholds = [cal["thresholds"][a] for a in MODEL_ATTRS]
+    # Stored in the checkpoint (so predict uses them), in model attribute order.
+    meta = read_metadata(run_copy / "best.safetensors")
+    assert meta["thresholds"] == pytest.approx(thresholds)
+    assert meta["calibration"]["objective"] == "balanced_accuracy"
+    assert json.loads((run_copy / "best.json").read_text())["thresholds"] == pytest.approx(thresholds)
+    # The calibrated block is the metrics at those thresholds; on its own calibration data the
+    # balanced accuracy cannot be worse than at 0.5.
+    again = metric_block(ev.labels, ev.probs, MODEL_ATTRS, thresholds)
+    assert r["calibrated"]["per_attribute"] == again["per_attribute"]
+    assert r["calibrated"]["mean_balanced_accuracy"] >= r["mean_balanced_accuracy"] - 1e-12
+    assert r["per_attribute"]["Male"]["threshold"] == 0.5  # headline numbers stay at 0.5
+
+    # A later evaluation reports the stored thresholds beside 0.5, still flagged.
+    later = evaluate_model(EvalConfig(model=str(run_copy), data_root=str(celeba_root), split="valid", limit=120,
+                                      progress=False)).result
+    assert later["calibration"]["source"] == "checkpoint"
+    assert later["calibrated"]["per_attribute"]["Male"]["threshold"] == pytest.approx(cal["thresholds"]["Male"])
+    assert later["calibration"]["warning"]
+
+
+def test_calibrating_on_a_holdout_the_model_trained_on_is_flagged(run_copy: Path, celeba_root: Path) -> None:
+    from faceattr.evaluate import EvalConfig, evaluate_model
+
+    ev = evaluate_model(EvalConfig(model=str(run_copy), data_root=str(celeba_root), split="valid", limit=60,
+                                   holdout_fraction=0.05, calibrate="accuracy", save_thresholds=False,
+                                   attributes=["male", "Smiling"], subgroups=[], progress=False))
+    r = ev.result
+    assert r["attributes"] == ["Smiling", "Male"]  # model order, names matched case-insensitively
+    assert r["subgroups"] == {}
+    assert r["calibration"]["split"] == "holdout" and r["calibration"]["same_split_as_evaluation"] is False
+    assert r["calibration"]["warning"] is None and r["calibration"]["saved"] is False
+    # The model was trained without a holdout, so these "holdout" images were training images.
+    assert any("trained on" in w for w in r["warnings"])
+
+
+def test_json_to_stdout_is_the_only_stdout(trained_run: Path, celeba_root: Path) -> None:
+    env = dict(os.environ)
+    proc = subprocess.run(
+        [sys.executable, "-m", "faceattr.cli", "evaluate", str(trained_run), "--data-root", str(celeba_root),
+         "--limit", "50", "--json", "-", "--subgroups", "Male"],
+        capture_output=True, text=True, cwd=REPO, env=env, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)  # the whole of stdout is one JSON document
+    validate_schema(doc)
+    assert doc["n_images"] == 50 and list(doc["subgroups"]) == ["Male"]
+    assert "INFO" in proc.stderr  # logs went to stderr
