@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -47,9 +48,9 @@ def load_torchvision_model(name: str, tag: str, **build_kwargs: Any) -> nn.Modul
     try:
         # progress=False: the library reports through logging, not a progress bar on stderr.
         return torchvision.models.get_model(name, weights=weights, progress=False, **build_kwargs)
-    except (OSError, RuntimeError) as exc:
-        # A failed download is an OSError (URLError, socket errors); a bad hash or a truncated file
-        # is a RuntimeError. Both mean the user must fix the file, so say which file and how.
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
+        # A failed download is an OSError (URLError, socket errors); a bad hash, a truncated or a
+        # non-checkpoint file raise the others. All mean the user must fix the file: say which and how.
         if path.is_file():
             raise FaceattrError(
                 f"could not load pretrained weights for '{name}' from {path} ({exc}); "
