@@ -183,3 +183,11 @@ def test_missing_file_and_folder(tmp_path: Path) -> None:
         load_rgb(tmp_path / "nope.jpg")
     with pytest.raises(FaceattrError, match="not a file"):
         load_rgb(tmp_path)
+
+
+def test_lazily_opened_broken_pil_image(tmp_path: Path, grace: Path) -> None:
+    p = tmp_path / "half.jpg"
+    p.write_bytes(grace.read_bytes()[:5000])
+    im = Image.open(p)  # only the header is read here
+    with pytest.raises(FaceattrError, match="corrupt or truncated"):
+        load_rgb(im)

@@ -246,10 +246,10 @@ def test_predict_many_is_lazy(small_model: AttributeModel, grace: Path) -> None:
             seen.append(i)
             yield grace
 
-    it = small_model.predict_many(paths(), batch_size=2)
+    it = small_model.predict_many(paths(), batch_size=2, prefetch=2)
     first = next(it)
     assert len(first.faces) == 1
-    assert len(seen) <= 3  # it did not read the whole input before answering
+    assert len(seen) <= 5  # one batch (2) plus the prefetch window (2): not the whole input
 
 
 def test_pasted_faces_keep_their_probabilities(default_model: AttributeModel, celeba_root: Path) -> None:
@@ -292,3 +292,12 @@ def test_detector_settings_are_used(small_model: AttributeModel, grace: Path) ->
     finally:
         small_model.detector = original
     assert len(small_model.predict(grace)) == 1
+
+
+def test_predict_many_same_with_and_without_prefetch(small_model: AttributeModel, grace: Path, astronaut: Path, tmp_path: Path) -> None:
+    text = tmp_path / "x.jpg"
+    text.write_text("nope")
+    paths = [grace, text, astronaut, grace, astronaut]
+    a = [r.to_dict() for r in small_model.predict_many(paths, batch_size=3, prefetch=0)]
+    b = [r.to_dict() for r in small_model.predict_many(paths, batch_size=3, prefetch=3)]
+    assert a == b and [len(r["faces"]) for r in a] == [1, 0, 1, 1, 1]

@@ -70,8 +70,9 @@ class OnnxBackend:
 
     name = "onnx"
 
-    def __init__(self, path: str | Path, device: str = "cpu") -> None:
-        """Open `path` on the CPU (or CUDA when asked for and onnxruntime-gpu is installed)."""
+    def __init__(self, path: str | Path, device: str = "cpu", *, threads: int = 0) -> None:
+        """Open `path` on the CPU (or CUDA when asked for and onnxruntime-gpu is installed);
+        `threads` > 0 caps ONNX Runtime's intra-op threads (0: its default, one per core)."""
         import onnxruntime as ort
 
         self.path = Path(path)
@@ -86,6 +87,8 @@ class OnnxBackend:
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3  # errors only: ORT's warnings are about its own graph rewrites
+        if threads > 0:
+            opts.intra_op_num_threads = threads
         try:
             self.session = ort.InferenceSession(str(self.path), sess_options=opts, providers=providers)
         except Exception as e:

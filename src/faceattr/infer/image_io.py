@@ -55,8 +55,12 @@ def load_rgb(source: ImageSource, *, max_pixels: int = MAX_PIXELS) -> np.ndarray
     if isinstance(source, np.ndarray):
         return array_to_rgb(source, max_pixels=max_pixels)
     if isinstance(source, Image.Image):
-        _check_pixels(describe(source), *source.size, max_pixels)
-        return pil_to_rgb(source, name=describe(source))
+        name = describe(source)
+        _check_pixels(name, *source.size, max_pixels)
+        try:
+            return pil_to_rgb(source, name=name)
+        except (OSError, SyntaxError, ValueError, EOFError) as e:  # a lazily opened, broken file
+            raise FaceattrError(f"{name}: corrupt or truncated image ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
     if not isinstance(source, (str, Path)):
         raise FaceattrError(f"cannot read an image from a {type(source).__name__}; pass a path, a PIL image or an array")
     path = Path(source)

@@ -235,6 +235,19 @@ class AttributeModel:
             self._fill(faces[i], probs[k])
         return faces
 
+    def _prepare(self, src: str | Path, *, detect: bool, align: bool, max_faces: int, min_face: int) -> _Pending:
+        """Read, detect and align one file; a failure becomes an ImageResult with `error` set."""
+        name = str(src)
+        try:
+            rgb = load_rgb(src)
+            faces, crops, targets = self._locate(rgb, detect=detect, align=align, max_faces=max_faces, min_face=min_face)
+        except FaceattrError as e:
+            return _Pending(ImageResult(name, [], str(e)), [], [])
+        except Exception as e:  # one odd file (e.g. an OpenCV error on a strange image) must not end the batch
+            logger.debug("failed on %s", name, exc_info=True)
+            return _Pending(ImageResult(name, [], f"{describe(src)}: {type(e).__name__}: {e}"), [], [])
+        return _Pending(ImageResult(name, faces), crops, targets)
+
     def predict_many(
         self,
         images: Iterable[str | Path],
@@ -244,11 +257,21 @@ class AttributeModel:
         align: bool = True,
         max_faces: int = 10,
         min_face: int = 24,
+        prefetch: int = 0,
     ) -> Iterator[ImageResult]:
         """Results for many image files, in input order, classifying faces in batches across images.
 
-        A file that cannot be read yields an ImageResult with `error` set; the rest go on.
+        A file that cannot be read yields an ImageResult with `error` set; the rest go on. With
+        `prefetch` > 0, up to that many files are read, detected and aligned in a background thread
+        while the classifier runs (OpenCV, Pillow and torch release the GIL). Off by default: on the
+        busy 2-core machine this was written on it gave no speed-up (3.7-4.2 s vs 4.3-4.4 s for 24
+        photos); it can help where cores are spare.
         """
+        import concurrent.futures as cf
+
+        if batch_size < 1:
+            raise FaceattrError(f"batch_size must be at least 1, got {batch_size}")
+        kw = {"detect": detect, "align": align, "max_faces": max_faces, "min_face": min_face}
         queue: deque[_Pending] = deque()
         waiting = 0  # crops in the queue not yet classified
 
@@ -256,6 +279,7 @@ class AttributeModel:
             nonlocal waiting
             crops = [c for p in queue for c in p.crops]
             probs = self._probabilities(crops, batch_size=batch_size)
+            waiting = 0
             k = 0
             while queue:
                 p = queue.popleft()
@@ -263,30 +287,40 @@ class AttributeModel:
                     self._fill(p.result.faces[i], probs[k])
                     k += 1
                 yield p.result
-            waiting = 0
 
-        for src in images:
-            name = str(src)
-            try:
-                rgb = load_rgb(src)
-                faces, crops, targets = self._locate(
-                    rgb, detect=detect, align=align, max_faces=max_faces, min_face=min_face
-                )
-            except FaceattrError as e:
-                queue.append(_Pending(ImageResult(name, [], str(e)), [], []))
-            except Exception as e:  # one odd file (e.g. an OpenCV error on a strange image) must not end the batch
-                logger.debug("failed on %s", name, exc_info=True)
-                queue.append(_Pending(ImageResult(name, [], f"{describe(src)}: {type(e).__name__}: {e}"), [], []))
-            else:
-                queue.append(_Pending(ImageResult(name, faces), crops, targets))
-                waiting += len(crops)
+        def take(p: _Pending) -> Iterator[ImageResult]:
+            nonlocal waiting
+            queue.append(p)
+            waiting += len(p.crops)
             if waiting >= batch_size:
                 yield from flush()
             elif waiting == 0:
                 # Nothing to classify ahead of these: hand them out now rather than holding them.
                 while queue:
                     yield queue.popleft().result
-        yield from flush()
+
+        if prefetch <= 0:
+            for src in images:
+                yield from take(self._prepare(src, **kw))
+            yield from flush()
+            return
+        source = iter(images)
+        with cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="faceattr-prefetch") as pool:
+            ahead: deque[cf.Future[_Pending]] = deque()
+            try:
+                while True:
+                    while len(ahead) < prefetch:
+                        src = next(source, None)
+                        if src is None:
+                            break
+                        ahead.append(pool.submit(self._prepare, src, **kw))
+                    if not ahead:
+                        break
+                    yield from take(ahead.popleft().result())
+                yield from flush()
+            finally:
+                for f in ahead:  # the caller stopped early: do not read files nobody will see
+                    f.cancel()
 
 
 def _read_json_meta(path: Path) -> dict[str, Any]:

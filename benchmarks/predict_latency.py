@@ -1,0 +1,152 @@
+"""Inference latency on this CPU: per-face classification (torch vs ONNX Runtime, batch 1 and 32)
+and whole-photo latency (decode + detect + align + classify) on the shipped sample portrait.
+
+    python benchmarks/predict_latency.py                      # the shipped default model, if any
+    python benchmarks/predict_latency.py --model runs/x/best.safetensors --repeats 50
+
+Without --model and without a shipped default model it builds a randomly initialised mobilenet_v2
+at its registry input size (latency does not depend on the weights) and says so. Every figure is the
+median of --repeats timed runs after warm-up; the target is <= 10 ms per face with ORT at batch 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+TARGET_MS = 10.0
+
+
+def median_ms(fn: Callable[[], object], repeats: int, warmup: int = 3) -> float:
+    """Median wall time of `fn` in milliseconds over `repeats` runs after `warmup` untimed runs."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1000)
+    return statistics.median(times)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and print its table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="checkpoint path or shipped name (default: 'default' when shipped)")
+    parser.add_argument("--image", help="photo for the whole-photo timing (default: the shipped grace_hopper.jpg)")
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--threads", type=int, help="intra-op threads for torch and ONNX Runtime (default: their own choice)")
+    args = parser.parse_args(argv)
+
+    import numpy as np
+    import onnxruntime
+    import torch
+
+    from faceattr.checkpoint import save_checkpoint, shipped_models_dir
+    from faceattr.data.transforms import Preprocess
+    from faceattr.infer import export, load, sample_path
+    from faceattr.infer.align import align_face, refine_landmarks
+    from faceattr.infer.image_io import load_rgb
+    from faceattr.models import create_model, get_spec
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    tmp = Path(tempfile.mkdtemp(prefix="faceattr-bench-"))
+    if args.model:
+        source, note = args.model, f"model: {args.model}"
+    elif (shipped_models_dir() / "default.safetensors").is_file():
+        source, note = "default", "model: shipped 'default'"
+    else:
+        spec = get_spec("mobilenet_v2")
+        net = create_model("mobilenet_v2", num_outputs=40)
+        pre = Preprocess(size=spec.input_size, mean=spec.mean, std=spec.std)
+        meta = {
+            "model": {"name": "mobilenet_v2", "kwargs": {"num_outputs": 40, "hidden": 0, "dropout": 0.0}},
+            "attributes": [f"attr_{i:02d}" for i in range(40)],
+            "output": "sigmoid",
+            "preprocess": pre.to_dict(),
+            "thresholds": None,
+        }
+        source = str(save_checkpoint(tmp / "mobilenet_v2.safetensors", net, meta))
+        note = (
+            "model: NO shipped default model in this build -> a freshly built, randomly initialised "
+            f"mobilenet_v2 at its default input size {spec.input_size[0]}x{spec.input_size[1]} (same cost as a trained one)"
+        )
+
+    model = load(source)
+    onnx_path = tmp / "model.onnx"
+    t = time.perf_counter()
+    export(source, onnx_path)
+    export_s = time.perf_counter() - t
+    onnx_model = load(onnx_path, backend="onnx")
+    if args.threads:
+        from faceattr.infer import AttributeModel
+        from faceattr.infer.backends import OnnxBackend
+
+        onnx_model = AttributeModel(OnnxBackend(onnx_path, threads=args.threads), onnx_model.meta, name=onnx_model.name)
+
+    image = Path(args.image) if args.image else sample_path("grace_hopper")
+    faces = model.predict(image)
+    if not faces:
+        print(f"no face found in {image}; pick another --image", file=sys.stderr)
+        return 1
+    crop = np.asarray(faces[0].crop)
+    one = crop[None]
+    many = np.repeat(crop[None], 32, axis=0)
+    r = args.repeats
+
+    rows: list[tuple[str, float, float]] = []
+    for label, m in (("torch", model), ("onnxruntime", onnx_model)):
+        b1 = median_ms(lambda: m.predict_aligned(one, batch_size=1), r)
+        b32 = median_ms(lambda: m.predict_aligned(many, batch_size=32), max(3, r // 4)) / 32
+        rows.append((label, b1, b32))
+
+    # Whole photo, and its parts, with each backend.
+    rgb = load_rgb(image)
+    det = model.detector
+    found = det.detect(rgb)[0]
+    parts = {
+        "decode (load_rgb)": median_ms(lambda: load_rgb(image), r),
+        "detect (YuNet)": median_ms(lambda: det.detect(rgb), r),
+        "align (refine + warp)": median_ms(
+            lambda: align_face(rgb, refine_landmarks(rgb, found.landmarks, det.detect)), r
+        ),
+    }
+    whole = {label: median_ms(lambda: m.predict(image), r) for label, m in (("torch", model), ("onnxruntime", onnx_model))}
+
+    h, w = model.preprocess.size
+    print(f"faceattr inference latency - {note}")
+    print(
+        f"machine: {platform.machine()} {platform.processor() or ''} | os.cpu_count()={os.cpu_count()} | "
+        f"torch {torch.__version__} ({torch.get_num_threads()} threads) | onnxruntime {onnxruntime.__version__} "
+        f"({args.threads or 'default'} threads) | "
+        f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}"
+    )
+    print(f"input {w}x{h} per face; medians of {r} runs (batch 32: of {max(3, r // 4)}); ONNX export took {export_s:.1f} s")
+    print()
+    print("per-face classify (prepare + normalise + forward + sigmoid), ms per face")
+    print(f"  {'backend':<12} {'batch 1':>9} {'batch 32':>9}")
+    for label, b1, b32 in rows:
+        print(f"  {label:<12} {b1:9.2f} {b32:9.2f}")
+    print()
+    print(f"whole photo {image.name} ({rgb.shape[1]}x{rgb.shape[0]}, 1 face): decode + detect + align + classify, ms")
+    for label, ms in whole.items():
+        print(f"  predict() with {label:<12} {ms:8.1f}")
+    for label, ms in parts.items():
+        print(f"    of which {label:<22} {ms:8.1f}")
+    ort_b1 = rows[1][1]
+    verdict = "meets" if ort_b1 <= TARGET_MS else "MISSES"
+    print()
+    print(f"target: classify <= {TARGET_MS:g} ms per face with ORT at batch 1 -> {ort_b1:.2f} ms, {verdict} it")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
