@@ -60,7 +60,9 @@ def test_checkpoint_attributes_not_in_the_data(run_copy: Path, celeba_root: Path
 def test_empty_split_suggests_valid_or_a_holdout(trained_run: Path, celeba_root: Path,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
     _fails(["evaluate", str(trained_run), "--data-root", str(celeba_root), "--split", "test"], capsys,
-           "split 'test'", "--split valid", "--holdout-fraction")
+           "split 'test'", "has no images", "--split valid", "--holdout-fraction")
+    _fails(["evaluate", str(trained_run), "--data-root", str(celeba_root), "--calibrate", "accuracy",
+            "--calibrate-split", "test"], capsys, "split 'test'", "--calibrate-split valid")
 
 
 def test_corrupt_or_missing_checkpoint(trained_run: Path, celeba_root: Path, tmp_path: Path,

@@ -136,3 +136,25 @@ def test_report_refuses_unwritable_or_foreign_folders(evaluation: Any, tmp_path:
     with pytest.raises(FaceattrError, match="not a faceattr report"):
         write_report(evaluation, foreign)
     assert [p.name for p in foreign.iterdir()] == ["notes.txt"]
+
+
+def test_report_for_one_attribute_without_subgroups_log_or_calibration(tmp_path: Path) -> None:
+    from faceattr.evaluate import Evaluation, metric_block
+
+    rng = np.random.default_rng(0)
+    labels = (rng.random((30, 1)) > 0.5).astype(np.float32)
+    probs = np.clip(0.6 * labels + 0.5 * rng.random((30, 1)), 0, 1).astype(np.float32)
+    result = {**metric_block(labels, probs, ["Smiling"], 0.5), "architecture": "celeb_cnn", "split": "valid",
+              "checkpoint": "x.safetensors", "data_root": "d", "attributes": ["Smiling"], "device": "cpu",
+              "images_per_s": 10.0, "created": "now", "warnings": ["a <b>loud</b> warning"], "subgroups": {},
+              "calibrated": None, "calibration": None}
+    ev = Evaluation(result=result, checkpoint=Path("x.safetensors"), run_dir=None, attributes=["Smiling"],
+                    filenames=[f"{i:06d}.jpg" for i in range(30)], labels=labels, probs=probs,
+                    images=rng.integers(0, 255, (30, 32, 32, 3), dtype=np.uint8))
+    html_path = write_report(ev, tmp_path / "rep", samples=4)
+    names = {p.name for p in (tmp_path / "rep").iterdir()}
+    assert {"report.html", "accuracy.png", "confusion.png", "faces.png"} <= names
+    assert not names & {"subgroups.png", "training.png", "calibration.png"}
+    page = html_path.read_text(encoding="utf-8")
+    assert "a &lt;b&gt;loud&lt;/b&gt; warning" in page  # escaped, shown as a banner
+    assert "<h2>Subgroups</h2>" not in page and "<h2>Training</h2>" not in page

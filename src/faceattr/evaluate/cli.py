@@ -32,7 +32,7 @@ def register(sub: Any) -> None:
                    help="attributes whose values slice every metric (default: Male Young; no names: none)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--limit", type=int, default=0, help="seeded sample of N images of the split (0: all)")
+    p.add_argument("--limit", type=int, default=0, help="seeded sample of N images of the split, and of the calibration split (0: all)")
     p.add_argument("--holdout-fraction", type=float, default=0.0,
                    help="carve an identity-disjoint 'holdout' split out of train (use with --split holdout)")
     p.add_argument("--seed", type=int, default=-1, help="split/sample seed (default: the checkpoint's training seed)")

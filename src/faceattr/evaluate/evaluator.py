@@ -139,7 +139,7 @@ def _select_subgroups(requested: list[str] | None, data_attrs: list[str], root: 
     return resolve_names(requested, data_attrs, "subgroup attribute")
 
 
-def _load_split(cfg: EvalConfig, split: str, attributes: list[str], seed: int) -> Any:
+def _load_split(cfg: EvalConfig, split: str, attributes: list[str], seed: int, flag: str = "--split") -> Any:
     from faceattr.data import load_celeba
 
     try:
@@ -156,9 +156,8 @@ def _load_split(cfg: EvalConfig, split: str, attributes: list[str], seed: int) -
         if "has no images" in str(e):
             # The shared subset has no 'test' images at all; say what to run instead.
             raise FaceattrError(
-                f"split '{split}' of {cfg.data_root} is empty, nothing to evaluate; evaluate on 'valid' "
-                f"(--split valid), or carve an identity-disjoint holdout out of train "
-                f"(--holdout-fraction 0.1 --split holdout)"
+                f"split '{split}' of {cfg.data_root} has no images; use 'valid' ({flag} valid), or carve an "
+                f"identity-disjoint holdout out of train (--holdout-fraction 0.1 {flag} holdout)"
             ) from None
         raise
 
@@ -271,6 +270,11 @@ def evaluate_model(cfg: EvalConfig) -> Evaluation:
     load_attrs = attributes + [g for g in subgroups if g not in attributes]
 
     split = _load_split(cfg, cfg.split, load_attrs, seed)
+    cal_split = cfg.calibrate_split or ("holdout" if cfg.holdout_fraction > 0 else "valid")
+    cal_data = None
+    if cfg.calibrate and cal_split != cfg.split:
+        # Annotations only, before any decoding: a bad calibration split fails in a second, not minutes.
+        cal_data = _load_split(cfg, cal_split, attributes, seed, "--calibrate-split")
     ev = _predict(cfg, split, model, meta, columns, device)
     labels = ev.labels[:, : len(attributes)]
     groups = {g: ev.labels[:, load_attrs.index(g)] for g in subgroups}
@@ -299,11 +303,10 @@ def evaluate_model(cfg: EvalConfig) -> Evaluation:
     calibration: dict[str, Any] | None = None
     thresholds: np.ndarray | None = None
     if cfg.calibrate:
-        cal_split = cfg.calibrate_split or ("holdout" if cfg.holdout_fraction > 0 else "valid")
-        if cal_split == cfg.split:
+        if cal_data is None:
             cal_labels, cal_probs, cal_n = labels, ev.probs, len(labels)
         else:
-            cal = _predict(cfg, _load_split(cfg, cal_split, attributes, seed), model, meta, columns, device)
+            cal = _predict(cfg, cal_data, model, meta, columns, device)
             cal_labels, cal_probs, cal_n = cal.labels, cal.probs, len(cal.labels)
             warnings_ += _overlap_warnings(cal_split, cfg, seed, meta, "calibration")
         thresholds, scores = calibrate_thresholds(cal_labels, cal_probs, cfg.calibrate)

@@ -115,14 +115,16 @@ def _fig_accuracy(r: dict[str, Any]) -> bytes:
     ax.barh(y + 0.2, acc, height=0.4, color=_BLUE, label="model accuracy (threshold 0.5)")
     ax.barh(y - 0.2, base, height=0.4, color=_GREY, label="majority-class baseline")
     cal = r.get("calibrated")
+    right = acc.copy()
     if cal:
-        ax.scatter([cal["per_attribute"][a]["accuracy"] or 0 for a in names], y + 0.2, s=14, color=_AMBER,
-                   zorder=3, label="calibrated thresholds")
-    for yi, a, b in zip(y, acc, base, strict=True):
-        ax.text(a + 0.005, yi + 0.2, f"{a:.3f}", va="center", fontsize=7, color="#333")
+        cal_acc = np.array([cal["per_attribute"][a]["accuracy"] or 0.0 for a in names])
+        ax.scatter(cal_acc, y + 0.2, s=14, color=_AMBER, zorder=3, label="calibrated thresholds")
+        right = np.maximum(acc, cal_acc)  # keep the value labels clear of the calibrated dots
+    for yi, a, x in zip(y, acc, right, strict=True):
+        ax.text(x + 0.006, yi + 0.2, f"{a:.3f}", va="center", fontsize=7, color="#333")
     ax.set_yticks(y, [n.replace("_", " ") for n in names])
     low = max(0.0, min(float(acc.min()), float(base.min())) - 0.05)
-    ax.set_xlim(low, 1.04)
+    ax.set_xlim(low, 1.06)
     ax.set_xlabel("accuracy", fontsize=9)
     ax.set_title("Per-attribute accuracy vs. always predicting the majority class", fontsize=10, loc="left")
     ax.legend(fontsize=8, loc="lower right", frameon=False)
