@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "faceattr.infer.cli",
     "faceattr.search.cli",
     "faceattr.serve.cli",
+    "faceattr.demo",
 )
 
 

@@ -56,7 +56,7 @@ def predict_logits(
     model.eval()
     out: list[np.ndarray] = []
     for start in range(0, len(images), batch_size):
-        batch = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size])).permute(0, 3, 1, 2)
+        batch = torch.from_numpy(np.array(images[start : start + batch_size])).permute(0, 3, 1, 2)
         x = normalize(batch.to(device))
         if device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)

@@ -269,8 +269,6 @@ def _evaluate(sweep: Sweep, run: SweepRun, folder: Path, progress: bool) -> None
     cfg: EvalConfig = config_from_dict(EvalConfig, table, "sweep.eval.")
     cfg.model = str(folder)
     cfg.data_root = run.config.data.root
-    if run.config.data.holdout_fraction > 0 and "holdout_fraction" not in sweep.eval:
-        cfg.holdout_fraction = run.config.data.holdout_fraction  # same holdout as training, for --split holdout
     ev = evaluate_model(cfg)
     write_json(ev.result, folder / "eval.json")
 

@@ -1,0 +1,120 @@
+"""`faceattr train`: flags map onto TrainConfig keys; flags override the --config file."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+__all__ = ["register"]
+
+# flag dest -> dotted TrainConfig key
+_FLAG_KEYS = {
+    "data_root": "data.root",
+    "layout": "data.layout",
+    "attributes": "data.attributes",
+    "limit": "data.limit",
+    "val_limit": "data.val_limit",
+    "val_split": "data.val_split",
+    "holdout_fraction": "data.holdout_fraction",
+    "workers": "data.workers",
+    "cache_dir": "data.cache_dir",
+    "model": "model.name",
+    "pretrained": "model.pretrained",
+    "image_size": "model.image_size",
+    "hidden": "model.hidden",
+    "dropout": "model.dropout",
+    "freeze_epochs": "model.freeze_epochs",
+    "finetune_stages": "model.finetune_stages",
+    "finetune_lr_mult": "model.finetune_lr_mult",
+    "optimizer": "optim.optimizer",
+    "lr": "optim.lr",
+    "momentum": "optim.momentum",
+    "weight_decay": "optim.weight_decay",
+    "scheduler": "optim.scheduler",
+    "loss": "loss",
+    "epochs": "epochs",
+    "max_steps": "max_steps",
+    "batch_size": "batch_size",
+    "seed": "seed",
+    "device": "device",
+    "threads": "threads",
+    "checkpoint_every": "checkpoint_every",
+    "out": "out",
+}
+
+
+def register(sub: Any) -> None:
+    """Add the `train` subcommand."""
+    p = sub.add_parser("train", help="train a model on CelebA", description="Train a facial attribute model. "
+                       "Flags override values from --config; the resolved config is saved as OUT/config.toml.")
+    p.add_argument("--config", help="TOML file with a TrainConfig tree")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--data-root", help="CelebA folder (official, torchvision or Kaggle layout)")
+    p.add_argument("--layout", choices=["auto", "official", "torchvision", "kaggle"])
+    p.add_argument("--attributes", nargs="+", metavar="NAME", help="attribute subset (default: all)")
+    p.add_argument("--limit", type=int, help="seeded sample of N training images (0: all)")
+    p.add_argument("--val-limit", type=int, help="seeded sample of N validation images (0: all)")
+    p.add_argument("--val-split", help="valid | holdout | test | none")
+    p.add_argument("--holdout-fraction", type=float, help="carve an identity-disjoint holdout from train")
+    p.add_argument("--workers", type=int, help="processes for the one-time decode (0: one per core)")
+    p.add_argument("--cache-dir", help="where decoded images are cached")
+    p.add_argument("--model", help="registry name, e.g. mobilenet_v2, resnet18, celeb_cnn")
+    p.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=None, help="start from ImageNet weights")
+    p.add_argument("--image-size", nargs=2, type=int, metavar=("H", "W"))
+    p.add_argument("--hidden", type=int, help="hidden units in the head (0: none)")
+    p.add_argument("--dropout", type=float)
+    p.add_argument("--freeze-epochs", type=int, help="epochs training only the head on a frozen backbone")
+    p.add_argument("--finetune-stages", type=int, help="last backbone stages to fine-tune afterwards (-1: all)")
+    p.add_argument("--finetune-lr-mult", type=float, help="backbone learning-rate multiplier when fine-tuning")
+    p.add_argument("--optimizer", choices=["sgd", "adam", "adamw"])
+    p.add_argument("--lr", type=float)
+    p.add_argument("--momentum", type=float)
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--scheduler", choices=["cyclic", "onecycle", "cosine", "none"])
+    p.add_argument("--loss", choices=["bce", "bce_weighted", "ce"])
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--max-steps", type=int, help="stop after N optimiser steps (0: no limit)")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--threads", type=int, help="torch CPU threads (0: default)")
+    p.add_argument("--checkpoint-every", type=int, help="steps between resumable checkpoints")
+    p.add_argument("--out", help="run folder")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config key, e.g. --set augment.rotate=5 (repeatable)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    import json
+    import logging
+
+    from faceattr.config import load_config
+    from faceattr.errors import FaceattrError
+    from faceattr.train import fit
+
+    overrides: dict[str, Any] = {key: getattr(args, dest) for dest, key in _FLAG_KEYS.items()}
+    for item in args.set:
+        if "=" not in item:
+            raise FaceattrError(f"--set expects KEY=VALUE, got '{item}'")
+        k, v = item.split("=", 1)
+        overrides[k.strip()] = v.strip()
+    if args.no_progress:
+        overrides["progress"] = False
+    config = args.config
+    if args.resume and config is None and args.out:
+        # Resuming: the saved config is the base; flags may still extend epochs/max_steps.
+        from pathlib import Path
+
+        saved = Path(args.out) / "config.toml"
+        config = str(saved) if saved.is_file() else None
+    cfg = load_config(config, overrides)
+    out = fit(cfg, resume=args.resume)
+    summary = json.loads((out / "summary.json").read_text())
+    logging.getLogger("faceattr").info("run finished: %s", out)
+    print(f"trained {summary['model']} on {len(summary.get('attributes', []))} attribute(s) in "
+          f"{summary['train_time_s']:.1f}s; best val mean accuracy "
+          f"{summary['best_val_mean_accuracy'] if summary['best_val_mean_accuracy'] is not None else 'n/a'}; "
+          f"checkpoint {out / 'best.safetensors'}")
+    return 0

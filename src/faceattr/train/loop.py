@@ -1,0 +1,560 @@
+"""Training as plain functions: `fit(cfg) -> run folder`, built from `train_one_epoch` and `validate`.
+
+A run folder holds everything needed to understand and continue a run:
+``config.toml`` (resolved config), ``log.jsonl`` and ``log.csv`` (one row per epoch),
+``best.safetensors`` (best validation mean accuracy), ``last.safetensors`` (resumable: weights,
+optimiser state and progress, written every ``checkpoint_every`` steps and at each epoch end) and
+``summary.json``. Randomness is derived from (seed, epoch, step), so ``--resume`` after a kill
+continues exactly where the last checkpoint left off.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from faceattr.checkpoint import load_tensors, read_metadata, save_checkpoint
+from faceattr.config import TrainConfig, config_from_dict, config_to_dict, save_config
+from faceattr.errors import FaceattrError
+from faceattr.runtime import predict_logits, resolve_device
+
+__all__ = ["fit", "train_one_epoch", "validate", "lr_factor", "prepare_run", "Run"]
+
+logger = logging.getLogger(__name__)
+
+# Keys a resumed run may change; anything else would no longer be the same run.
+_RESUMABLE_CHANGES = {"epochs", "max_steps", "progress", "device", "threads", "checkpoint_every", "eval_batch_size"}
+
+
+def _seed_for(*parts: int) -> int:
+    """A stable 63-bit seed from integers (Python's hash() is salted per process)."""
+    h = hashlib.blake2b(b"/".join(str(p).encode() for p in parts), digest_size=8).digest()
+    return int.from_bytes(h, "little") & ((1 << 63) - 1)
+
+
+def lr_factor(schedule: str, step: int, total: int, *, warmup_fraction: float, steps_per_epoch: int,
+              cyclic_base: float) -> float:
+    """Learning-rate multiplier at `step` of `total` for the named schedule.
+
+    A pure function of the step (instead of a stateful torch scheduler) keeps resume exact and
+    the checkpoint free of pickled scheduler objects.
+    """
+    if schedule == "none":
+        return 1.0
+    if schedule == "cyclic":
+        # Triangular cycles of one epoch: base -> max over half an epoch, then back.
+        half = max(1, steps_per_epoch // 2)
+        pos = (step % (2 * half)) / half
+        tri = pos if pos <= 1 else 2 - pos
+        return cyclic_base + (1 - cyclic_base) * tri
+    warm = int(round(warmup_fraction * total))
+    start = 0.04 if schedule == "onecycle" else 0.0
+    if step < warm:
+        return start + (1 - start) * (step + 1) / warm
+    if schedule in ("cosine", "onecycle"):
+        t = (step - warm) / max(1, total - warm)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+    raise FaceattrError(f"unknown scheduler '{schedule}'; use cyclic, onecycle, cosine or none")
+
+
+@dataclass
+class Run:
+    """Everything `fit` sets up before the first step."""
+
+    cfg: TrainConfig
+    out: Path
+    device: torch.device
+    model: nn.Module
+    attributes: list[str]
+    output: str
+    preprocess: Any
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    val_images: np.ndarray | None
+    val_labels: np.ndarray | None
+    criterion: nn.Module
+    pos_weight: torch.Tensor | None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    frozen_prefix: int = 0  # stages whose outputs are cached in `train_features` (cache_frozen)
+    train_features: np.ndarray | None = None  # float16 [views, N, C, h, w]; view 1 = mirrored image
+
+
+def _build_criterion(cfg: TrainConfig, labels: np.ndarray, device: torch.device) -> tuple[nn.Module, torch.Tensor | None]:
+    if cfg.loss == "ce":
+        return nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing), None
+    if cfg.loss == "bce":
+        return nn.BCEWithLogitsLoss(), None
+    if cfg.loss == "bce_weighted":
+        # pos_weight = negatives / positives per attribute, from the training labels, so rare
+        # attributes (Bald: ~2%) are not drowned out; clamped so an almost-absent one can't explode.
+        pos = labels.mean(axis=0).clip(1e-3, 1 - 1e-3)
+        pw = torch.tensor((1 - pos) / pos, dtype=torch.float32).clamp(max=50.0).to(device)
+        return nn.BCEWithLogitsLoss(pos_weight=pw), pw
+    raise FaceattrError(f"unknown loss '{cfg.loss}'; use bce, bce_weighted or ce")
+
+
+def _targets(labels: torch.Tensor, loss: str, smoothing: float) -> torch.Tensor:
+    if loss == "ce":
+        return labels[:, 0].long()
+    if smoothing > 0:
+        return labels * (1 - smoothing) + 0.5 * smoothing
+    return labels
+
+
+def _load_split(cfg: TrainConfig, split: str, limit: int) -> Any:
+    from faceattr.data import load_celeba
+
+    return load_celeba(
+        cfg.data.root,
+        split=split,
+        attributes=cfg.data.attributes or None,
+        layout=cfg.data.layout,
+        limit=limit,
+        seed=cfg.seed,
+        holdout_fraction=cfg.data.holdout_fraction,
+    )
+
+
+def _cached(split: Any, pre: Any, cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Decode a split once into the uint8 cache; drop unreadable images (the cache logs them)."""
+    from faceattr.data.cache import build_cache
+
+    cache = build_cache(split.paths, pre, cache_dir=cfg.data.cache_dir or None, workers=cfg.data.workers,
+                        progress=cfg.progress)
+    images, labels = cache.images, split.labels
+    if not cache.valid.all():
+        keep = np.flatnonzero(cache.valid)
+        logger.warning("%s: skipping %d unreadable image(s) of %d", split.split, len(cache.valid) - len(keep), len(keep) + (len(cache.valid) - len(keep)))
+        images, labels = images[keep], labels[keep]
+    if len(labels) == 0:
+        raise FaceattrError(f"no readable images in split '{split.split}' under {cfg.data.root}")
+    return images, labels
+
+
+def prepare_run(cfg: TrainConfig) -> Run:
+    """Resolve device, data, caches, model and loss for `cfg`."""
+    from faceattr.data.transforms import Preprocess
+    from faceattr.models import create_model, get_spec
+
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    spec = get_spec(cfg.model.name)
+    size = tuple(cfg.model.image_size) if cfg.model.image_size else tuple(spec.input_size)
+    if len(size) != 2:
+        raise FaceattrError(f"model.image_size must be [height, width], got {list(size)}")
+    crop = tuple(cfg.model.crop) if cfg.model.crop else None
+    if crop is not None and len(crop) != 4:
+        raise FaceattrError(f"model.crop must be [x0, y0, x1, y1], got {list(crop)}")
+    pre = Preprocess(size=size, crop=crop, mean=tuple(spec.mean), std=tuple(spec.std))  # type: ignore[arg-type]
+
+    train_split = _load_split(cfg, cfg.data.train_split, cfg.data.limit)
+    attributes = list(train_split.attributes)
+    if cfg.loss == "ce" and len(attributes) != 1:
+        raise FaceattrError(f"loss 'ce' (two-class softmax) trains one attribute; got {len(attributes)}: pass exactly one with --attributes")
+    train_images, train_labels = _cached(train_split, pre, cfg)
+    val_images = val_labels = None
+    if cfg.data.val_split != "none":
+        val_split = _load_split(cfg, cfg.data.val_split, cfg.data.val_limit)
+        val_images, val_labels = _cached(val_split, pre, cfg)
+
+    criterion, pos_weight = _build_criterion(cfg, train_labels, device)
+    torch.manual_seed(cfg.seed)  # the head's (and a scratch backbone's) initial weights
+    output = "softmax" if cfg.loss == "ce" else "sigmoid"
+    num_outputs = 2 if output == "softmax" else len(attributes)
+    model = create_model(cfg.model.name, num_outputs=num_outputs, pretrained=cfg.model.pretrained,
+                         hidden=cfg.model.hidden, dropout=cfg.model.dropout).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    run = Run(cfg=cfg, out=Path(cfg.out), device=device, model=model, attributes=attributes, output=output,
+              preprocess=pre, train_images=train_images, train_labels=train_labels, val_images=val_images,
+              val_labels=val_labels, criterion=criterion, pos_weight=pos_weight)
+    if cfg.model.cache_frozen:
+        _cache_frozen_features(run)
+    return run
+
+
+@torch.inference_mode()
+def _cache_frozen_features(run: Run) -> None:
+    """Run the frozen stages once over every training image (and its mirror); keep the outputs."""
+    from faceattr.data.transforms import normalize_batch
+    from faceattr.models import set_trainable
+
+    cfg, model = run.cfg, run.model
+    stages = model.stages  # type: ignore[attr-defined]
+    k = cfg.model.finetune_stages
+    if k < 0 or cfg.model.freeze_epochs > 0:
+        raise FaceattrError("model.cache_frozen needs model.finetune_stages >= 0 (stages that train) and freeze_epochs = 0")
+    run.frozen_prefix = len(stages) - k
+    set_trainable(model, k)  # type: ignore[arg-type]
+    prefix = nn.Sequential(*stages[: run.frozen_prefix]).eval()
+    views = 2 if cfg.augment.hflip else 1
+    n = len(run.train_labels)
+    skipped = [name for name in ("crop_scale", "rotate", "scale", "color")
+               if getattr(cfg.augment, name) != (1.0 if name == "crop_scale" else 0.0)]
+    if skipped:
+        logger.info("cache_frozen: only horizontal flips augment cached features; skipping %s", ", ".join(skipped))
+    feats: np.ndarray | None = None
+    bar = None
+    if cfg.progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=n * views, desc=f"caching {run.frozen_prefix} frozen stage(s)", unit="img", leave=False)
+    bs = cfg.eval_batch_size
+    for start in range(0, n, bs):
+        x = torch.from_numpy(np.array(run.train_images[start : start + bs])).permute(0, 3, 1, 2)
+        x = normalize_batch(x, run.preprocess).to(run.device)
+        for v in range(views):
+            f = prefix(torch.flip(x, dims=[3]) if v else x).to("cpu", torch.float16).numpy()
+            if feats is None:
+                feats = np.empty((views, n, *f.shape[1:]), dtype=np.float16)
+            feats[v, start : start + len(f)] = f
+            if bar is not None:
+                bar.update(len(f))
+    if bar is not None:
+        bar.close()
+    run.train_features = feats
+    logger.info("cached frozen features %s (%.0f MB)", None if feats is None else feats.shape[1:],
+                0 if feats is None else feats.nbytes / 2**20)
+
+
+def _forward_from_features(run: Run, f: torch.Tensor) -> torch.Tensor:
+    """Finish the forward pass from cached frozen-stage outputs."""
+    model = run.model
+    for stage in model.stages[run.frozen_prefix :]:  # type: ignore[attr-defined]
+        f = stage(f)
+    return model.head(model.backbone.pool(f))  # type: ignore[attr-defined,operator]
+
+
+def _make_optimizer(run: Run, phase_frozen: bool) -> torch.optim.Optimizer:
+    from faceattr.models import param_groups, set_trainable
+
+    cfg = run.cfg
+    if run.train_features is None:  # with cached features the split was fixed when caching
+        set_trainable(run.model, 0 if phase_frozen else cfg.model.finetune_stages)  # type: ignore[arg-type]
+    mult = cfg.model.finetune_lr_mult if cfg.model.pretrained else 1.0
+    groups = param_groups(run.model, lr=cfg.optim.lr, backbone_lr_mult=mult,  # type: ignore[arg-type]
+                          weight_decay=cfg.optim.weight_decay)
+    for g in groups:
+        g["initial_lr"] = g["lr"]
+    name = cfg.optim.optimizer
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.optim.lr, momentum=cfg.optim.momentum, nesterov=cfg.optim.momentum > 0)
+    if name == "adam":
+        return torch.optim.Adam(groups, lr=cfg.optim.lr)
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.optim.lr)
+    raise FaceattrError(f"unknown optimizer '{name}'; use sgd, adam or adamw")
+
+
+def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Split an optimiser state dict into tensors and a JSON-safe rest (no pickles in checkpoints)."""
+    sd = opt.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for idx, state in sd["state"].items():
+        for k, v in state.items():
+            if torch.is_tensor(v):
+                tensors[f"optim.{idx}.{k}"] = v
+            else:
+                scalars.setdefault(str(idx), {})[k] = v
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _restore_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], rest: dict[str, Any]) -> None:
+    state: dict[int, dict[str, Any]] = {}
+    for key, v in tensors.items():
+        idx, k = key.split(".", 1)
+        state.setdefault(int(idx), {})[k] = v
+    for idx, kv in rest["scalars"].items():
+        state.setdefault(int(idx), {}).update(kv)
+    opt.load_state_dict({"state": state, "param_groups": rest["param_groups"]})
+
+
+def _batches(n: int, batch_size: int, seed: int, epoch: int, start_step: int) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield (step_in_epoch, sorted indices) for one epoch's fixed permutation, from `start_step` on."""
+    g = np.random.default_rng(_seed_for(seed, epoch))
+    perm = g.permutation(n)
+    steps = n // batch_size if n >= batch_size else 1  # drop the ragged tail: BatchNorm dislikes tiny batches
+    for s in range(start_step, steps):
+        # Sorted indices read the memory-mapped cache in file order; order within a batch is irrelevant.
+        yield s, np.sort(perm[s * batch_size : (s + 1) * batch_size])
+
+
+def _steps_per_epoch(run: Run) -> int:
+    n = len(run.train_labels)
+    return n // run.cfg.batch_size if n >= run.cfg.batch_size else 1
+
+
+def _total_steps(run: Run) -> int:
+    total = run.cfg.epochs * _steps_per_epoch(run)
+    return min(total, run.cfg.max_steps) if run.cfg.max_steps > 0 else total
+
+
+def _normalizer(run: Run):  # noqa: ANN202 - a small closure
+    from faceattr.data.transforms import normalize_batch
+
+    return lambda x: normalize_batch(x, run.preprocess)
+
+
+@torch.inference_mode()
+def validate(run: Run) -> dict[str, Any]:
+    """Validation loss, mean accuracy at threshold 0.5, and per-attribute accuracy."""
+    if run.val_images is None or run.val_labels is None:
+        return {}
+    logits = predict_logits(run.model, run.val_images, _normalizer(run), batch_size=run.cfg.eval_batch_size,
+                            device=run.device)
+    lt = torch.from_numpy(logits).to(run.device)
+    yt = torch.from_numpy(np.asarray(run.val_labels, dtype=np.float32)).to(run.device)
+    loss = float(run.criterion(lt, _targets(yt, run.cfg.loss, 0.0)))
+    if run.output == "softmax":
+        pred = (lt.argmax(1, keepdim=True) == 1).float()
+    else:
+        pred = (lt > 0).float()
+    per_attr = (pred == yt).float().mean(0).cpu().numpy()
+    return {
+        "val_loss": loss,
+        "val_mean_accuracy": float(per_attr.mean()),
+        "val_accuracy": {a: round(float(v), 5) for a, v in zip(run.attributes, per_attr, strict=True)},
+    }
+
+
+def train_one_epoch(
+    run: Run,
+    opt: torch.optim.Optimizer,
+    epoch: int,
+    *,
+    start_step: int = 0,
+    global_step: int = 0,
+    on_step: Any = None,
+) -> tuple[float, int, float]:
+    """Train one epoch from `start_step`; returns (mean loss, global step after, images/s)."""
+    from faceattr.data.augment import augment_batch
+    from faceattr.data.transforms import normalize_batch
+
+    cfg, model, device = run.cfg, run.model, run.device
+    model.train()
+    steps = _steps_per_epoch(run)
+    total = _total_steps(run)
+    losses: list[float] = []
+    seen, t0 = 0, time.perf_counter()
+    bar = None
+    if cfg.progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=steps, initial=start_step, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step",
+                   leave=False, dynamic_ncols=True)
+    try:
+        for step, idx in _batches(len(run.train_labels), cfg.batch_size, cfg.seed, epoch, start_step):
+            if global_step >= total:
+                break
+            factor = lr_factor(cfg.optim.scheduler, global_step, total, warmup_fraction=cfg.optim.warmup_fraction,
+                               steps_per_epoch=steps, cyclic_base=cfg.optim.cyclic_base_lr_mult)
+            for g in opt.param_groups:
+                g["lr"] = g["initial_lr"] * factor
+            step_seed = _seed_for(cfg.seed, epoch, step)
+            torch.manual_seed(step_seed)  # dropout draws: reproducible on resume
+            gen = torch.Generator().manual_seed(step_seed)
+            y = torch.from_numpy(np.asarray(run.train_labels[idx], dtype=np.float32))
+            y = _targets(y.to(device), cfg.loss, cfg.label_smoothing)
+            if run.train_features is not None:
+                view = torch.randint(0, run.train_features.shape[0], (len(idx),), generator=gen).numpy()
+                x = torch.from_numpy(run.train_features[view, idx].astype(np.float32)).to(device)
+                forward = lambda t: _forward_from_features(run, t)  # noqa: E731
+            else:
+                x = torch.from_numpy(np.array(run.train_images[idx])).permute(0, 3, 1, 2)
+                x = normalize_batch(augment_batch(x, cfg.augment, gen), run.preprocess).to(device, non_blocking=True)
+                forward = model
+            if device.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last)
+                with torch.autocast("cuda", dtype=torch.bfloat16):
+                    loss = run.criterion(forward(x).float(), y)
+            else:
+                loss = run.criterion(forward(x), y)
+            if not torch.isfinite(loss):
+                raise FaceattrError(
+                    f"loss became {float(loss.detach())} at epoch {epoch + 1} step {step + 1}; lower the learning rate "
+                    f"(--lr, now {cfg.optim.lr}) or check the data; the last good checkpoint is kept in {run.out}"
+                )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.optim.grad_clip > 0:
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+            opt.step()
+            global_step += 1
+            losses.append(float(loss.detach()))
+            seen += len(idx)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", img_s=f"{seen / (time.perf_counter() - t0):.0f}")
+            if on_step is not None:
+                on_step(epoch, step + 1, global_step)
+    finally:
+        if bar is not None:
+            bar.close()
+    ips = seen / max(1e-9, time.perf_counter() - t0)
+    return (float(np.mean(losses)) if losses else float("nan")), global_step, ips
+
+
+def _write_logs(out: Path, history: list[dict[str, Any]]) -> None:
+    """Rewrite log.jsonl and log.csv from the history (kept in the checkpoint, so resume can't duplicate rows)."""
+    rows = [{k: v for k, v in h.items() if k != "val_accuracy"} for h in history]
+    jsonl = "".join(json.dumps(h) + "\n" for h in history)
+    buf = io.StringIO()
+    if rows:
+        w = csv.DictWriter(buf, fieldnames=list(rows[-1].keys()), extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    for name, text in (("log.jsonl", jsonl), ("log.csv", buf.getvalue())):
+        tmp = out / f".{name}.tmp"
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, out / name)
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _meta(run: Run, epoch: int, step: int, metrics: dict[str, Any]) -> dict[str, Any]:
+    m = run.model
+    return {
+        "model": {"name": run.cfg.model.name,
+                  "kwargs": {"num_outputs": int(getattr(m, "num_outputs", 0) or (2 if run.output == "softmax" else len(run.attributes))),
+                             "hidden": run.cfg.model.hidden, "dropout": run.cfg.model.dropout}},
+        "attributes": run.attributes,
+        "output": run.output,
+        "preprocess": run.preprocess.to_dict(),
+        "thresholds": None,
+        "config": config_to_dict(run.cfg),
+        "metrics": metrics,
+        "epoch": epoch,
+        "step": step,
+    }
+
+
+def _check_resume_config(saved: TrainConfig, given: TrainConfig) -> TrainConfig:
+    a, b = config_to_dict(saved), config_to_dict(given)
+    changed = [k for k in b if a.get(k) != b.get(k)]
+    bad = [k for k in changed if k not in _RESUMABLE_CHANGES]
+    if bad:
+        raise FaceattrError(
+            f"--resume continues the saved run, but these settings differ from {given.out}/config.toml: "
+            f"{', '.join(bad)}; drop them or start a new run with another --out"
+        )
+    for k in changed:
+        logger.info("resume: %s changed from %r to %r", k, a[k], b[k])
+    return given
+
+
+def fit(cfg: TrainConfig, *, resume: bool = False) -> Path:
+    """Train `cfg` into `cfg.out` (or continue it with `resume`); returns the run folder."""
+    out = Path(cfg.out)
+    last = out / "last.safetensors"
+    if resume:
+        if not last.is_file():
+            raise FaceattrError(f"nothing to resume: {last} does not exist; run without --resume to start")
+        saved_cfg = config_from_dict(TrainConfig, read_metadata(last)["config"])
+        cfg = _check_resume_config(saved_cfg, cfg)
+    elif last.is_file() or (out / "best.safetensors").is_file():
+        raise FaceattrError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.toml")
+
+    t_start = time.perf_counter()
+    summary: dict[str, Any] = {"status": "running", "model": cfg.model.name}
+    try:
+        run = prepare_run(cfg)
+        summary.update(attributes=run.attributes)
+        from faceattr.models import count_parameters
+
+        summary["params"] = count_parameters(run.model)
+        epoch, start_step, global_step, best, prior_time = 0, 0, 0, -1.0, 0.0
+        state: dict[str, Any] = {}
+        if resume:
+            meta = read_metadata(last)
+            state = meta["train_state"]
+            run.model.load_state_dict(load_tensors(last, "model."))
+            epoch, start_step, global_step = state["epoch"], state["step_in_epoch"], state["global_step"]
+            best, run.history, prior_time = state["best"], state["history"], state.get("train_time_s", 0.0)
+            logger.info("resuming %s at epoch %d step %d (global step %d)", out, epoch + 1, start_step, global_step)
+
+        frozen_phase = epoch < cfg.model.freeze_epochs
+        opt = _make_optimizer(run, frozen_phase)
+        if resume and state.get("frozen_phase", False) == frozen_phase:
+            _restore_optimizer(opt, load_tensors(last, "optim."), state["optimizer"])
+
+        def save_last(ep: int, step_in_epoch: int, gstep: int) -> None:
+            # Buffers too: BatchNorm running stats overflow before the loss shows it.
+            if not all(torch.isfinite(t).all() for t in run.model.state_dict().values() if t.is_floating_point()):
+                raise FaceattrError(f"weights became non-finite at epoch {ep + 1}; lower --lr; the last good checkpoint is kept in {out}")
+            tensors, rest = _optimizer_tensors(opt)
+            meta = _meta(run, ep, gstep, run.history[-1] if run.history else {})
+            meta["train_state"] = {"epoch": ep, "step_in_epoch": step_in_epoch, "global_step": gstep, "best": best,
+                                   "history": run.history, "optimizer": rest, "frozen_phase": ep < cfg.model.freeze_epochs,
+                                   "train_time_s": prior_time + time.perf_counter() - t_start}
+            save_checkpoint(last, run.model, meta, tensors)
+
+        def on_step(ep: int, step_in_epoch: int, gstep: int) -> None:
+            if cfg.checkpoint_every > 0 and gstep % cfg.checkpoint_every == 0:
+                save_last(ep, step_in_epoch, gstep)
+
+        total = _total_steps(run)
+        while epoch < cfg.epochs and global_step < total:
+            if (epoch < cfg.model.freeze_epochs) != frozen_phase:
+                frozen_phase = not frozen_phase
+                opt = _make_optimizer(run, frozen_phase)
+                logger.info("epoch %d: backbone %s", epoch + 1, "frozen" if frozen_phase else "fine-tuning")
+            t_ep = time.perf_counter()
+            train_loss, global_step, ips = train_one_epoch(run, opt, epoch, start_step=start_step,
+                                                           global_step=global_step, on_step=on_step)
+            metrics = {"epoch": epoch + 1, "step": global_step, "train_loss": round(train_loss, 6),
+                       "lr": opt.param_groups[-1]["lr"], "images_per_s": round(ips, 2),
+                       "seconds": round(time.perf_counter() - t_ep, 2)}
+            metrics.update(validate(run))
+            run.history.append(metrics)
+            score = metrics.get("val_mean_accuracy", -train_loss)
+            improved = score > best
+            if improved:
+                best = score
+            epoch, start_step = epoch + 1, 0
+            save_last(epoch, 0, global_step)
+            if improved:
+                save_checkpoint(out / "best.safetensors", run.model, _meta(run, epoch, global_step, metrics))
+            _write_logs(out, run.history)
+            logger.info(
+                "epoch %d: train_loss %.4f val_loss %s val_mean_acc %s (%.0f img/s)", epoch, train_loss,
+                f"{metrics['val_loss']:.4f}" if "val_loss" in metrics else "-",
+                f"{metrics['val_mean_accuracy']:.4f}" if "val_mean_accuracy" in metrics else "-", ips,
+            )
+        train_time = prior_time + time.perf_counter() - t_start
+        best_row = max(run.history, key=lambda h: h.get("val_mean_accuracy", -h["train_loss"])) if run.history else {}
+        n_imgs = sum(h["images_per_s"] * h["seconds"] for h in run.history)
+        summary.update(
+            status="done", train_time_s=round(train_time, 2),
+            images_per_s=round(n_imgs / max(1e-9, sum(h["seconds"] for h in run.history)), 2) if run.history else 0.0,
+            best_epoch=best_row.get("epoch"), best_val_loss=best_row.get("val_loss"),
+            best_val_mean_accuracy=best_row.get("val_mean_accuracy"), epochs_done=epoch, steps=global_step, error=None,
+        )
+        _write_json(out / "summary.json", summary)
+        return out
+    except BaseException as e:
+        summary.update(status="failed" if not isinstance(e, KeyboardInterrupt) else "interrupted",
+                       error=f"{type(e).__name__}: {e}")
+        _write_json(out / "summary.json", summary)
+        raise
