@@ -182,3 +182,19 @@ def test_json_to_stdout_is_the_only_stdout(trained_run: Path, celeba_root: Path)
     validate_schema(doc)
     assert doc["n_images"] == 50 and list(doc["subgroups"]) == ["Male"]
     assert "INFO" in proc.stderr  # logs went to stderr
+
+
+def test_holdout_defaults_to_the_training_runs_own(run_copy: Path, celeba_root: Path) -> None:
+    from faceattr.checkpoint import read_metadata, update_metadata
+    from faceattr.evaluate import EvalConfig, evaluate_model
+
+    ckpt = run_copy / "best.safetensors"
+    config = read_metadata(ckpt)["config"]
+    config["data"]["holdout_fraction"] = 0.05  # as if trained with --holdout-fraction 0.05
+    update_metadata(ckpt, {"config": config})
+    r = evaluate_model(EvalConfig(model=str(ckpt), data_root=str(celeba_root), split="valid", limit=60,
+                                  calibrate="accuracy", save_thresholds=False, subgroups=[], progress=False)).result
+    assert r["holdout_fraction"] == 0.05
+    # Calibrated on the run's own holdout: no overlap with training, nothing to warn about.
+    assert r["calibration"]["split"] == "holdout" and r["calibration"]["n_images"] == 60
+    assert r["warnings"] == []

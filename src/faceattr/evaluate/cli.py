@@ -26,15 +26,16 @@ def register(sub: Any) -> None:
     p.add_argument("--calibrate", choices=["accuracy", "balanced_accuracy"],
                    help="choose per-attribute thresholds maximising this and save them into the checkpoint")
     p.add_argument("--calibrate-split", metavar="SPLIT",
-                   help="split to calibrate on (default: holdout with --holdout-fraction, else valid)")
+                   help="split to calibrate on (default: holdout when the holdout fraction is > 0, else valid)")
     p.add_argument("--no-save-thresholds", action="store_true", help="calibrate and report, but leave the checkpoint as is")
     p.add_argument("--subgroups", nargs="*", metavar="NAME",
                    help="attributes whose values slice every metric (default: Male Young; no names: none)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--limit", type=int, default=0, help="seeded sample of N images of the split, and of the calibration split (0: all)")
-    p.add_argument("--holdout-fraction", type=float, default=0.0,
-                   help="carve an identity-disjoint 'holdout' split out of train (use with --split holdout)")
+    p.add_argument("--holdout-fraction", type=float, default=-1.0,
+                   help="share of train identities carved out as the 'holdout' split (default: the checkpoint's "
+                   "training value, so holdout images are ones it never trained on; 0 when it had none)")
     p.add_argument("--seed", type=int, default=-1, help="split/sample seed (default: the checkpoint's training seed)")
     p.add_argument("--layout", default="auto", choices=["auto", "official", "torchvision", "kaggle"])
     p.add_argument("--cache-dir", default="", help="where decoded images are cached")

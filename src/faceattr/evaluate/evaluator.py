@@ -51,8 +51,8 @@ class EvalConfig:
     batch_size: int = 256
     device: str = "auto"
     limit: int = 0  # 0: every image of the split; N: a seeded sample of N
-    holdout_fraction: float = 0.0
-    seed: int = -1  # -1: the checkpoint's training seed (same holdout identities), else 0
+    holdout_fraction: float = -1.0  # < 0: the checkpoint's training value (0 when it has none)
+    seed: int = -1  # < 0: the checkpoint's training seed (same holdout identities and samples), else 0
     layout: str = "auto"
     cache_dir: str = ""
     workers: int = 0
@@ -260,8 +260,14 @@ def evaluate_model(cfg: EvalConfig) -> Evaluation:
     attributes = _select_attributes(cfg.attributes, model_attrs, data_attrs, path)
     _check_attributes_in_data(attributes, data_attrs, path, cfg.data_root)
     subgroups = _select_subgroups(cfg.subgroups, data_attrs, cfg.data_root)
-    train_seed = (meta.get("config") or {}).get("seed", 0) if isinstance(meta.get("config"), dict) else 0
-    seed = int(train_seed) if cfg.seed < 0 else cfg.seed
+    train_cfg = meta.get("config") if isinstance(meta.get("config"), dict) else {}
+    seed = int(train_cfg.get("seed", 0)) if cfg.seed < 0 else cfg.seed
+    if cfg.holdout_fraction < 0:
+        # The training run's own holdout, so 'holdout' means images the model never trained on.
+        from dataclasses import replace
+
+        trained = float((train_cfg.get("data") or {}).get("holdout_fraction", 0.0) or 0.0)
+        cfg = replace(cfg, holdout_fraction=trained)
 
     device = resolve_device(cfg.device)
     model, meta = load_checkpoint(path, device=str(device))
