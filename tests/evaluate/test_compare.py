@@ -48,7 +48,7 @@ def test_best_per_column_and_a_clear_winner(tmp_path: Path) -> None:
     assert cmp.best["mean_f1"] == ["b"] and cmp.best["mean_accuracy"] == ["a"]
     assert cmp.best["params"] == ["a"] and cmp.best["train_time_s"] == ["b"]  # fewest, fastest
     assert cmp.best["Smiling.f1"] == ["b"]
-    assert cmp.choice == "b" and "best mean f1 (0.8000)" in cmp.reason and "next best is a" in cmp.reason
+    assert cmp.choice == "b" and "best mean F1 (0.8000)" in cmp.reason and "next best is a" in cmp.reason
     assert cmp.rows[1]["treatment"] == "pretrained + bce" and cmp.rows[0]["treatment"] == "scratch + bce"
 
     md = render_markdown(cmp)
@@ -88,6 +88,16 @@ def test_runs_on_different_data_are_flagged(tmp_path: Path) -> None:
     assert "not directly comparable" in " ".join(compare_runs([a, b]).notes)
 
 
+def test_a_lead_below_sampling_noise_is_called_out(tmp_path: Path) -> None:
+    # 780 images: worst-case standard error 0.5 / sqrt(780) = 0.0179.
+    a = make_run(tmp_path, "a", f1=0.80)
+    b = make_run(tmp_path, "b", f1=0.79)
+    c = make_run(tmp_path, "c", f1=0.70)
+    notes = " ".join(compare_runs([a, b, c], tie_tolerance=0.0).notes)
+    assert "below the sampling noise of a 780-image evaluation (about ±0.018)" in notes
+    assert compare_runs([a, c], tie_tolerance=0.0).notes == []
+
+
 def test_bad_inputs(tmp_path: Path) -> None:
     a = make_run(tmp_path, "a", f1=0.7)
     with pytest.raises(FaceattrError, match="did you mean mean_f1"):
@@ -110,3 +120,7 @@ def test_compare_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert out.startswith("## Run comparison (2 runs, ranked by mean_f1)")
     assert "Male F1" in out and "Choose `b`" in out
     assert {p.name for p in (tmp_path / "o").iterdir()} == {"compare.md", "compare.csv", "compare.html"}
+    # A sweep folder stands for the runs inside it; files a shell glob picks up are skipped.
+    (tmp_path / "compare.md").write_text("old table")
+    assert main(["compare", str(tmp_path), str(tmp_path / "compare.md")]) == 0
+    assert "| **b** ✓ |" in capsys.readouterr().out

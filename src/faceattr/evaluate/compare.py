@@ -7,7 +7,8 @@ of every column, and recommends the run with the best ``metric``; runs within ``
 the best count as tied and the tie goes to the fastest at inference (evaluation images/s), then the
 fastest to train, then the smallest. Runs that failed or were never evaluated are listed apart.
 
-`write_comparison` writes ``compare.md``, ``compare.csv`` and ``compare.html``.
+A sweep folder given in place of run folders stands for every run in it. `write_comparison`
+writes ``compare.md``, ``compare.csv`` and ``compare.html``.
 """
 
 from __future__ import annotations
@@ -40,6 +41,16 @@ METRICS: dict[str, bool] = {
     "mean_auc": True,
     "exact_match": True,
     "hamming_loss": False,
+}
+_LABELS = {
+    "mean_f1": "mean F1",
+    "mean_accuracy": "mean accuracy",
+    "mean_balanced_accuracy": "mean balanced accuracy",
+    "mean_precision": "mean precision",
+    "mean_recall": "mean recall",
+    "mean_auc": "mean ROC AUC",
+    "exact_match": "exact match",
+    "hamming_loss": "Hamming loss",
 }
 _PER_ATTR = (("accuracy", "acc"), ("precision", "P"), ("recall", "R"), ("f1", "F1"))
 
@@ -113,6 +124,23 @@ def read_run(path: str | Path) -> RunRecord:
     return RunRecord(name=p.name, path=p, summary=summary, config=config, evaluation=evaluation, problem=problem)
 
 
+def _expand(paths: list[str | Path]) -> list[Path]:
+    """Run folders from the arguments: a sweep folder stands for the runs in it; stray files are skipped."""
+    out: list[Path] = []
+    for item in paths:
+        p = Path(item)
+        if p.is_file():
+            logger.warning("skipping %s: a file, not a run folder", p)  # `compare OUT/*` also matches compare.md
+        elif p.is_dir() and not (p / "summary.json").is_file():
+            children = sorted(c for c in p.iterdir() if c.is_dir() and (c / "summary.json").is_file())
+            out.extend(children or [p])  # no runs inside: let read_run say what is wrong
+        else:
+            out.append(p)
+    if not out:
+        raise FaceattrError("no run folders among the arguments; pass folders written by `faceattr train` or `faceattr sweep`")
+    return out
+
+
 def _treatment(rec: RunRecord) -> str:
     model = rec.config.get("model", {})
     start = "pretrained" if model.get("pretrained") else "scratch"
@@ -135,7 +163,7 @@ def compare_runs(
         raise FaceattrError(f"unknown metric '{metric}'{did_you_mean(metric, METRICS)}; choose from: {', '.join(METRICS)}")
     if not runs:
         raise FaceattrError("no runs to compare; pass one or more run folders")
-    records = [read_run(r) for r in runs]
+    records = [read_run(r) for r in _expand(runs)]
     names = [r.name for r in records]
     if len(set(names)) != len(names):
         # Same folder name under different parents: label runs by their path instead.
@@ -168,7 +196,7 @@ def compare_runs(
         Column("mean_f1", "mean F1", "metric", True),
     ]
     if metric not in {c.key for c in columns}:
-        columns.append(Column(metric, metric.replace("_", " "), "metric", METRICS[metric]))
+        columns.append(Column(metric, _LABELS[metric], "metric", METRICS[metric]))
     for a in chosen_attrs:
         for key, short in _PER_ATTR:
             columns.append(Column(f"{a}.{key}", f"{a} {short}", "metric", True))
@@ -209,13 +237,32 @@ def compare_runs(
         notes.append(f"runs were evaluated on different data (splits {sorted(map(str, splits))}, image counts "
                      f"{sorted(map(str, sizes))}): their metrics are not directly comparable")
     choice, reason = _recommend(rows, metric, tie_tolerance)
+    counts = [n for n in sizes if isinstance(n, int)]
+    noise = _noise_note(rows, metric, min(counts) if counts else 0)
+    if noise:
+        notes.append(noise)
     return Comparison(metric=metric, columns=columns, rows=rows, best=best, choice=choice, reason=reason,
                       excluded=excluded, notes=notes)
 
 
+def _noise_note(rows: list[dict[str, Any]], metric: str, n_images: int) -> str | None:
+    """A note when the chosen run's lead is smaller than the sampling noise of the evaluation set."""
+    vals = sorted((r[metric] for r in rows if _is_num(r.get(metric))), reverse=METRICS[metric])
+    if len(vals) < 2 or n_images <= 0:
+        return None
+    margin = abs(vals[0] - vals[1])
+    # Worst-case standard error of a proportion measured on n images; clustered images (several per
+    # identity, as in CelebA's valid split) make the real uncertainty larger still.
+    se = 0.5 / math.sqrt(n_images)
+    if margin >= se:
+        return None
+    return (f"the lead of the best {_LABELS[metric]} over the next run ({margin:.4f}) is below the sampling noise of "
+            f"a {n_images}-image evaluation (about ±{se:.3f}); treat the top runs as tied, or evaluate on more images")
+
+
 def _recommend(rows: list[dict[str, Any]], metric: str, tol: float) -> tuple[str, str]:
     """Pick the run with the best `metric`; ties (within `tol`) go to inference speed, training speed, size."""
-    label = metric.replace("_", " ")
+    label = _LABELS[metric]
     scored = [r for r in rows if _is_num(r.get(metric))]
     if not scored:
         return rows[0]["run"], f"no run has a value for {label}; nothing to choose between"
