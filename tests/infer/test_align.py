@@ -173,3 +173,28 @@ def test_fit_aligned() -> None:
     wide = np.zeros((218, 400, 3), np.uint8)
     wide[:, 111:289] = crop  # the middle 178 columns
     assert np.array_equal(fit_aligned(wide), crop)
+
+
+def test_antialiased_warp_lands_where_the_plain_warp_does(celeba_root: Path) -> None:
+    # The shrink-first path works on a cropped, downscaled copy; its coordinate bookkeeping must put
+    # every pixel where a plain warp of a pre-blurred image puts it (a half-pixel slip would show).
+    (_, crop), = celeba_crops(celeba_root, 1, seed=4)
+    rng = np.random.default_rng(0)
+    scene = rng.integers(0, 256, size=(1400, 1600, 3), dtype=np.uint8)
+    scene[300:300 + 218 * 4, 500:500 + 178 * 4] = cv2.resize(crop, None, fx=4, fy=4, interpolation=cv2.INTER_CUBIC)
+    m = _similarity(0.25, 7.0, 0.0, 0.0)
+    m[:, 2] = -apply(m, [[500.0 + 40, 300.0 + 30]])[0]  # move the pasted region into the frame
+    fast = warp_to_frame(scene, m).astype(np.float32)
+    smooth = cv2.GaussianBlur(scene, (0, 0), 1.6)
+    inner = (slice(10, 150), slice(10, 120))
+
+    def diff_to_plain(dx: float, dy: float) -> float:
+        shifted = m.copy()
+        shifted[:, 2] += (dx, dy)
+        plain = cv2.warpAffine(smooth, shifted, FRAME_SIZE, flags=cv2.INTER_LINEAR).astype(np.float32)
+        return float(np.abs(fast - plain)[inner].mean())
+
+    exact = diff_to_plain(0, 0)
+    assert exact < 2
+    # A quarter-pixel slip either way already doubles the difference.
+    assert all(exact < diff_to_plain(dx, dy) for dx, dy in ((0.25, 0), (-0.25, 0), (0, 0.25), (0, -0.25)))

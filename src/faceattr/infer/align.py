@@ -105,9 +105,10 @@ def warp_to_frame(image: np.ndarray, m: np.ndarray, size: tuple[int, int] = FRAM
             roi = image[y0:y1, x0:x1]
             rw, rh = max(1, round(roi.shape[1] * scale)), max(1, round(roi.shape[0] * scale))
             small = cv2.resize(roi, (rw, rh), interpolation=cv2.INTER_AREA)
-            # frame <- roi pixel (x, y) = m @ (x * sx + x0, y * sy + y0), with sx, sy the exact resize factors.
+            # Pixel (x, y) of the small copy has its centre at ((x + 0.5) * sx - 0.5 + x0, ...) in the
+            # image (sx, sy: the exact resize factors), so frame <- small is m after that map.
             sx, sy = roi.shape[1] / rw, roi.shape[0] / rh
-            pre = np.array([[sx, 0.0, x0], [0.0, sy, y0], [0.0, 0.0, 1.0]])
+            pre = np.array([[sx, 0.0, x0 + 0.5 * sx - 0.5], [0.0, sy, y0 + 0.5 * sy - 0.5], [0.0, 0.0, 1.0]])
             m = m @ pre
             image = small
     # BORDER_REPLICATE: CelebA's own crops that run past a photo's edge show smeared (replicated)

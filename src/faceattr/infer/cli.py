@@ -112,7 +112,10 @@ def _annotate(path: str, faces: list[Any], out: Any) -> None:
             r = width + 1
             draw.ellipse([px - r, py - r, px + r, py + r], fill=(255, 40, 40))
         label = f"#{k} too small" if f.too_small else f"#{k} " + ", ".join(f.present[:4])
-        draw.text((x, y + h + 2), label, fill=colour)
+        # Dark backing so the label reads on any background.
+        tx, ty = x, y + h + 2
+        draw.rectangle(draw.textbbox((tx, ty), label), fill=(0, 0, 0))
+        draw.text((tx, ty), label, fill=colour)
     im.save(out, quality=90)
 
 
