@@ -58,7 +58,7 @@ def test_pretrained_loads_strictly_from_shared_file(
     reference.load_state_dict({k: v for k, v in remapped.items() if not k.startswith("classifier.")}, strict=True)
     ours = model.backbone.state_dict()
     assert len(ours) == 294
-    for (ref_key, ref), (key, value) in zip(reference.state_dict().items(), ours.items()):
+    for (ref_key, ref), (key, value) in zip(reference.state_dict().items(), ours.items(), strict=True):
         assert ref_key.rsplit(".", 1)[1] == key.rsplit(".", 1)[1] and torch.equal(ref, value), (ref_key, key)
     torch.testing.assert_close(model.stages[0][0].weight, lite0_state["_conv_stem.weight"])
 

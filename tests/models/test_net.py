@@ -38,7 +38,7 @@ def _bn_stats(module: nn.Module) -> list[torch.Tensor]:
 
 
 def _same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
-    return len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b))
+    return len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
 
 
 def test_stages_are_the_backbone_in_forward_order(resnet: fm.AttributeNet, batch: torch.Tensor) -> None:

@@ -13,6 +13,8 @@ from torchvision.models._api import WeightsEnum
 import faceattr.models as fm
 from faceattr.models import torchvision_backbones as tvb
 
+GOOGLE_KWARGS = {"aux_logits": False, "init_weights": True, "transform_input": True}
+
 
 def _classifier_input(model: nn.Module, head: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The features torchvision feeds its classifier `head` for input `x` (eval mode)."""
@@ -31,8 +33,8 @@ def _classifier_input(model: nn.Module, head: nn.Module, x: torch.Tensor) -> tor
         ("mobilenet_v2", tvb.mobilenet_v2_backbone, {}, 48),
         ("densenet121", tvb.densenet_backbone, {}, 48),
         # transform_input=True is what torchvision uses with its pretrained weights.
-        ("googlenet", tvb.googlenet_backbone, {"aux_logits": False, "init_weights": True, "transform_input": True}, 48),
-        ("inception_v3", tvb.inception_v3_backbone, {"aux_logits": False, "init_weights": True, "transform_input": True}, 80),
+        ("googlenet", tvb.googlenet_backbone, GOOGLE_KWARGS, 48),
+        ("inception_v3", tvb.inception_v3_backbone, GOOGLE_KWARGS, 80),
     ],
 )  # fmt: skip
 def test_features_equal_torchvision_up_to_its_classifier(name: str, extract, kwargs: dict, size: int) -> None:
@@ -123,3 +125,6 @@ def test_pretrained_path_builds_and_loads_via_torchvision(
         if not k.startswith(("fc.", "aux", "AuxLogits", "classifier."))
     )
     assert n_backbone == n_expected
+    # Same layout as a model built without weights, so checkpoints load into either.
+    scratch = fm.create_model(name, num_outputs=2)
+    assert {k: v.shape for k, v in model.state_dict().items()} == {k: v.shape for k, v in scratch.state_dict().items()}

@@ -102,7 +102,8 @@ def test_find_weights_file_order_and_errors(tmp_path: Path, monkeypatch: pytest.
     with pytest.raises(FaceattrError) as info:
         find_weights_file("x-abc.pth", "sub", how_to_get="ask Bob")
     msg = str(info.value)
-    assert str(weights_root / "sub" / "x-abc.pth") in msg and str(torch_home / "hub" / "checkpoints" / "x-abc.pth") in msg
+    assert str(weights_root / "sub" / "x-abc.pth") in msg
+    assert str(torch_home / "hub" / "checkpoints" / "x-abc.pth") in msg
     assert "ask Bob" in msg
 
     in_hub = torch_home / "hub" / "checkpoints" / "x-abc.pth"

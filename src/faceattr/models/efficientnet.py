@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -68,7 +69,7 @@ def remap_lite0_state_dict(
     return out
 
 
-def load_lite0_weights(model: nn.Module) -> None:
+def load_lite0_weights(model: Any) -> None:
     """Load the shared EfficientNet-Lite0 file into a timm `tf_efficientnet_lite0` (num_classes=0), strictly."""
     path = find_weights_file(LITE0_FILE, "efficientnet_lite0", sha256_prefix="57934424", how_to_get=LITE0_HOW_TO_GET)
     state = torch.load(path, map_location="cpu", weights_only=True)
@@ -79,7 +80,7 @@ def load_lite0_weights(model: nn.Module) -> None:
     logger.info("loaded %d tensors from %s", len(remapped), path)
 
 
-def lite0_backbone(m: nn.Module) -> tuple[StagedBackbone, int]:
+def lite0_backbone(m: Any) -> tuple[StagedBackbone, int]:
     """Stages split where the stride doubles: /2, /4, /8, /16, /32 (the last ends with the 1280 conv head)."""
     b = m.blocks
     stages = [

@@ -8,6 +8,7 @@ through torchvision's weights API (`weights.load_torchvision_model`).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -31,7 +32,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 TAG = "IMAGENET1K_V1"
 
 # (backbone, number of features) from a torchvision model
-Extractor = Callable[[nn.Module], tuple[StagedBackbone, int]]
+Extractor = Callable[[Any], tuple[StagedBackbone, int]]
 
 
 def _build_tv(name: str, pretrained: bool, random_kwargs: dict[str, object]) -> nn.Module:
@@ -44,21 +45,21 @@ def _build_tv(name: str, pretrained: bool, random_kwargs: dict[str, object]) -> 
     return torchvision.models.get_model(name, weights=None, **random_kwargs)
 
 
-def resnet_backbone(m: nn.Module) -> tuple[StagedBackbone, int]:
+def resnet_backbone(m: Any) -> tuple[StagedBackbone, int]:
     """Stages: stem (conv1, bn1, relu, maxpool), layer1..layer4; features = fc.in_features."""
     stem = nn.Sequential(m.conv1, m.bn1, m.relu, m.maxpool)
     return StagedBackbone([stem, m.layer1, m.layer2, m.layer3, m.layer4], global_pool()), m.fc.in_features
 
 
-def mobilenet_v2_backbone(m: nn.Module) -> tuple[StagedBackbone, int]:
+def mobilenet_v2_backbone(m: Any) -> tuple[StagedBackbone, int]:
     """Stages split where the stride doubles: /2, /4, /8, /16, /32 (the last ends with the 1280 conv)."""
     f = m.features
     bounds = (0, 2, 4, 7, 14, len(f))
-    stages = [nn.Sequential(*f[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+    stages = [nn.Sequential(*f[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
     return StagedBackbone(stages, global_pool()), m.last_channel
 
 
-def densenet_backbone(m: nn.Module) -> tuple[StagedBackbone, int]:
+def densenet_backbone(m: Any) -> tuple[StagedBackbone, int]:
     """Stages: stem, then each dense block with its transition; the last ends with norm5 + ReLU."""
     f = m.features
     stages = [
@@ -105,7 +106,7 @@ class TransformInput(nn.Module):
         return x * scale + shift
 
 
-def googlenet_backbone(m: nn.Module) -> tuple[StagedBackbone, int]:
+def googlenet_backbone(m: Any) -> tuple[StagedBackbone, int]:
     """Stages: stem (to /8), inception3 (/16), inception4 (/32), inception5; aux heads dropped."""
     stages = [
         nn.Sequential(TransformInput(), m.conv1, m.maxpool1, m.conv2, m.conv3, m.maxpool2),
@@ -116,7 +117,7 @@ def googlenet_backbone(m: nn.Module) -> tuple[StagedBackbone, int]:
     return StagedBackbone(stages, global_pool()), m.fc.in_features
 
 
-def inception_v3_backbone(m: nn.Module) -> tuple[StagedBackbone, int]:
+def inception_v3_backbone(m: Any) -> tuple[StagedBackbone, int]:
     """Stages: stem, conv 3b/4a, Mixed_5*, Mixed_6*, Mixed_7*; aux logits dropped."""
     stages = [
         nn.Sequential(TransformInput(), m.Conv2d_1a_3x3, m.Conv2d_2a_3x3, m.Conv2d_2b_3x3, m.maxpool1),
@@ -168,7 +169,7 @@ def vgg_features(cfg: list[int | str], batch_norm: bool) -> nn.Sequential:
         assert isinstance(v, int)
         conv = nn.Conv2d(c_in, v, kernel_size=3, padding=1)
         nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
-        nn.init.zeros_(conv.bias)
+        nn.init.zeros_(conv.bias)  # type: ignore[arg-type]  # Conv2d(bias=True) always has one
         layers.append(conv)
         if batch_norm:
             layers.append(nn.BatchNorm2d(v))
@@ -184,7 +185,7 @@ def _register_vgg(name: str) -> None:
 
     def build(*, num_outputs: int, pretrained: bool, hidden: int, dropout: float) -> AttributeNet:
         if pretrained:
-            features = load_torchvision_model(name, TAG).features
+            features = cast(nn.Sequential, load_torchvision_model(name, TAG).features)
         else:
             # torchvision's VGG always allocates its ~120M-parameter classifier, which is thrown
             # away here; building only `features` is ~10x faster.
@@ -194,7 +195,8 @@ def _register_vgg(name: str) -> None:
 
     build.__name__ = build.__qualname__ = name
     build.__doc__ = f"Build {name} (global-average-pooled conv features) with an attribute head."
-    description = f"{name}: VGG conv features{' with BatchNorm' if batch_norm else ''}, global average pool, 512 features"
+    bn_note = " with BatchNorm" if batch_norm else ""
+    description = f"{name}: VGG conv features{bn_note}, global average pool, 512 features"
     register_model(
         name, input_size=(224, 224), mean=IMAGENET_MEAN, std=IMAGENET_STD, pretrained_tag=TAG, description=description
     )(build)
@@ -210,7 +212,7 @@ for _vgg in ("vgg11", "vgg13", "vgg16", "vgg19"):
 # With weights, torchvision forces transform_input=True (TransformInput above always applies it)
 # and aux_logits=True to load the checkpoint, then drops the aux heads because we did not ask for
 # them. Without weights the aux heads are never built; init_weights=True silences its FutureWarning.
-_NO_AUX = {"aux_logits": False, "init_weights": True}
+_NO_AUX: dict[str, object] = {"aux_logits": False, "init_weights": True}
 _register_tv("googlenet", googlenet_backbone, "GoogLeNet (Inception v1), 1024 features", random_kwargs=_NO_AUX)
 _register_tv(
     "inception_v3",
