@@ -228,6 +228,7 @@ def test_ray_engine_without_ray_says_how_to_install_it(dataset: tuple[Path, dict
 
 
 @pytest.mark.ray
+@pytest.mark.slow  # starting a local Ray cluster takes 30-90 s on a small shared machine
 def test_ray_engine_writes_the_same_index(dataset: tuple[Path, dict], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("ray", reason="Ray is not installed (pip install 'faceattr[ray]')")
     root, _ = dataset

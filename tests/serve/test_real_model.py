@@ -56,7 +56,7 @@ def test_page_with_real_photos(browser_page: Any, default_model: Any, celeba_roo
     page = browser_page
     root = tmp_path / "photos"
     root.mkdir()
-    for f in sorted(os.listdir(celeba_root / "img_align_celeba"))[:60]:
+    for f in sorted(os.listdir(celeba_root / "img_align_celeba"))[:24]:
         os.symlink(celeba_root / "img_align_celeba" / f, root / f)
     shutil.copy(SAMPLES / "astronaut.jpg", root / "astronaut.jpg")
     index = tmp_path / "index.sqlite"
@@ -88,3 +88,15 @@ def test_page_with_real_photos(browser_page: Any, default_model: Any, celeba_roo
         page.evaluate("window.scrollTo(0, 0)")
         page.screenshot(path=str(ARTIFACTS / "serve-real-search.png"), full_page=True)
     assert errors == []
+
+
+@pytest.mark.parametrize("size", [(1, 1), (3, 2), (17, 9), (2000, 4), (64, 64)])
+def test_degenerate_images_get_an_answer_not_a_crash(default_model: Any, size: tuple[int, int]) -> None:
+    from fastapi.testclient import TestClient
+
+    buf = io.BytesIO()
+    Image.new("RGB", size, (200, 180, 160)).save(buf, format="PNG")
+    with TestClient(create_app(default_model)) as c:
+        r = c.post("/predict", files={"file": ("tiny.png", buf.getvalue(), "image/png")})
+    assert r.status_code == 200, r.text
+    assert r.json()["faces"] == [] and (r.json()["width"], r.json()["height"]) == size

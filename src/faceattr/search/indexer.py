@@ -18,6 +18,7 @@ import json
 import logging
 import multiprocessing as mp
 import os
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import closing
@@ -232,19 +233,15 @@ _WORKER_STATE: dict[str, Any] = {}
 
 def _worker_init(loader: Callable[[], AttributeModel], threads: int) -> None:
     """Runs once in each worker process: split the cores, then load that process's own model."""
-    try:
-        import torch
-
-        torch.set_num_threads(threads)
-    except ImportError:  # a model without torch needs no thread split
-        pass
-    try:
-        import cv2
-
-        cv2.setNumThreads(threads)
-    except ImportError:
-        pass
+    # Set before the model's libraries start their thread pools (torch reads these at import)...
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(threads)
     _WORKER_STATE["model"] = loader()
+    # ...and applied again in case a library was imported before (e.g. by unpickling the loader).
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
+    if "cv2" in sys.modules:
+        sys.modules["cv2"].setNumThreads(threads)
 
 
 def _worker_batch(root: Path, batch: list[FileEntry], kw: dict[str, Any]) -> list[FileRecord]:
