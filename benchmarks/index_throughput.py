@@ -52,7 +52,7 @@ def main() -> None:
             t0 = time.perf_counter()
             stats = build_index(
                 root, Path(tmp) / f"index-{workers}.sqlite", args.model, batch_size=args.batch_size, workers=workers,
-                progress=False, on_batch=lambda s: marks.append((time.perf_counter() - t0, s.processed)),
+                progress=False, on_batch=lambda s, marks=marks, t0=t0: marks.append((time.perf_counter() - t0, s.processed)),
             )
             e2e, steady = _rates(stats, marks, workers)
             results[label] = (e2e, steady)

@@ -56,7 +56,7 @@ def image_array(probs: Sequence[float], n_faces: int = 1) -> np.ndarray:
     """A synthetic RGB image whose fake-model answer is `probs` for `n_faces` faces (3: one too-small face)."""
     a = np.zeros((HEIGHT, STRIPE * (len(ATTRS) + 1) + 16, 3), np.uint8)
     for j, p in enumerate(probs):
-        a[:, j * STRIPE : (j + 1) * STRIPE] = int(round(p * 255))
+        a[:, j * STRIPE : (j + 1) * STRIPE] = round(p * 255)
     a[:, len(ATTRS) * STRIPE : (len(ATTRS) + 1) * STRIPE] = n_faces * FACE_LEVEL
     return a
 
@@ -81,7 +81,7 @@ def read_answer(a: np.ndarray) -> tuple[list[float], int]:
     """Decode (probabilities, number of faces) from a synthetic image array."""
     probs = [float(a[:, j * STRIPE + 2 : (j + 1) * STRIPE - 2].mean()) / 255 for j in range(len(ATTRS))]
     marker = float(a[:, len(ATTRS) * STRIPE + 2 : (len(ATTRS) + 1) * STRIPE - 2].mean())
-    return probs, int(round(marker / FACE_LEVEL))
+    return probs, round(marker / FACE_LEVEL)
 
 
 class FakeModel:

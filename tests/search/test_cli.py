@@ -19,7 +19,7 @@ from .fakes import FakeModel, write_image
 @pytest.fixture
 def cli_env(dataset: tuple[Path, dict], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path, dict]:
     """`--model NAME` loads a fake model of that name; returns (folder, index path, truth)."""
-    import faceattr.search.indexer as indexer
+    from faceattr.search import indexer
 
     monkeypatch.setattr(indexer, "load_model", lambda source, device="cpu": FakeModel(name=Path(str(source)).stem))
     root, truth = dataset

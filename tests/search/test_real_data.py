@@ -58,7 +58,7 @@ def _labels_of(matches: Any, labels: dict[str, list[int]], names: list[str], att
 
 
 def test_every_celeba_face_is_found(real_index: Any) -> None:
-    root, index, subset = real_index
+    _, index, subset = real_index
     with IndexStore(index) as store:
         c = store.counts()
     # Aligned CelebA crops hold one face each; the detector may miss a handful of hard ones.
@@ -90,7 +90,7 @@ def test_combined_query_matches_labels(real_index: Any, celeba_labels: Any) -> N
 
 
 def test_like_a_portrait_finds_that_portrait(real_index: Any, default_model: Any) -> None:
-    root, index, _ = real_index
+    _, index, _ = real_index
     with IndexStore(index) as store:
         attrs = store.attributes
     for name in ("grace_hopper.jpg", "astronaut.jpg"):

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from search.fakes import FakeModel, make_dataset  # tests/ is on sys.path (tests/search is a package)
+from search.realdata import default_model  # noqa: F401  (fixture shared with tests/search)
 
 
 @pytest.fixture

@@ -13,16 +13,16 @@ from typing import Any
 import httpx
 import pytest
 from PIL import Image
+from search.fakes import ATTRS, FakeModel, image_bytes, write_image
 
 from faceattr.search import search
 from faceattr.serve import create_app
-from search.fakes import ATTRS, FakeModel, image_bytes, write_image
 
 from .conftest import live_server
 
 
 def test_health_info_page_static_and_docs(client: Any, indexed: tuple[Path, Path, dict]) -> None:
-    root, index, truth = indexed
+    root, _, truth = indexed
     h = client.get("/healthz").json()
     assert h["status"] == "ok" and h["model"] == "fake" and h["attributes"] == len(ATTRS)
     assert h["index"]["faces"] == sum(n for _, n in truth.values()) and h["index"]["files"] == len(truth) + 1
@@ -117,7 +117,7 @@ def test_search_matches_the_library_and_reports_user_errors(client: Any, indexed
 
 
 def test_search_like_an_uploaded_photo(client: Any, indexed: tuple[Path, Path, dict]) -> None:
-    _, _, truth = indexed
+    truth = indexed[2]
     target = sorted(p for p, (_, n) in truth.items() if n == 1)[5]
     data = image_bytes(truth[target][0])
     r = client.post("/search/like", files={"file": ("q.png", data, "image/png")}, data={"top": "3"})
@@ -141,7 +141,7 @@ def test_without_an_index_search_endpoints_say_so(indexed: tuple[Path, Path, dic
 
 
 def test_face_crops_and_full_images(client: Any, indexed: tuple[Path, Path, dict]) -> None:
-    root, index, truth = indexed
+    root, index, _ = indexed
     m = search(index, "Male=1", top=1).matches[0]
     r = client.get(f"/image/{m.face_id}", params={"size": 64})
     assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"

@@ -7,10 +7,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+from search.fakes import ATTRS, FakeModel, write_image
 
 from faceattr.search import search
 from faceattr.serve import create_app
-from search.fakes import ATTRS, FakeModel, write_image
 
 from .conftest import ARTIFACTS, live_server
 

@@ -58,7 +58,7 @@ def test_serve_binds_loopback_answers_and_stops_on_ctrl_c(indexed: tuple[Path, P
                 break
             except httpx.HTTPError:
                 time.sleep(0.2)
-        assert health is not None, f"server did not come up: {proc.stderr.read() if proc.poll() is not None else ''}"
+        assert health is not None, f"server did not come up: {proc.communicate()[1] if proc.poll() is not None else ''}"
         assert health["model"] == "fake"  # without --model, the model the index was built with
         assert health["index"]["faces"] > 0
         other = _other_address()

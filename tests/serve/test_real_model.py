@@ -17,7 +17,6 @@ from PIL import Image
 
 from faceattr.search import build_index, search
 from faceattr.serve import create_app
-from search.realdata import default_model  # noqa: F401  (a shared fixture)
 
 from .conftest import ARTIFACTS, live_server
 

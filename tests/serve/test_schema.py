@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
+from search.fakes import FakeModel
 
 from faceattr.serve import create_app
-from search.fakes import FakeModel
 
 schemathesis = pytest.importorskip("schemathesis", reason="schemathesis is not installed (pip install 'faceattr[dev]')")
 

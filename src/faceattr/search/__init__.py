@@ -16,11 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "FaceRow",
     "IndexStats",
     "IndexStore",
-    "FaceRow",
     "Match",
     "ModelIdentity",
+    "Predictor",
     "SearchResult",
     "Term",
     "build_index",
@@ -63,6 +64,7 @@ _WHERE = {
     "FaceRow": "store",
     "IndexStore": "store",
     "ModelIdentity": "store",
+    "Predictor": "protocol",
     "safe_join": "store",
 }
 
@@ -77,6 +79,7 @@ if TYPE_CHECKING:
         plan_update,
         scan_folder,
     )
+    from faceattr.search.protocol import Predictor
     from faceattr.search.query import Match, SearchResult, Term, face_vector, parse_where, probe_vector, search
     from faceattr.search.sheet import face_thumbnail, load_image, thumbnail_jpeg, write_sheet
     from faceattr.search.store import FaceRow, IndexStore, ModelIdentity, safe_join

@@ -20,32 +20,30 @@ import multiprocessing as mp
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from contextlib import closing
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Union
+from typing import Any
 
 import numpy as np
 
 from faceattr.errors import FaceattrError
+from faceattr.search.protocol import Predictor
 from faceattr.search.store import FaceRecord, FileEntry, FileRecord, IndexStore, ModelIdentity
 
-if TYPE_CHECKING:
-    from faceattr.infer import AttributeModel
-
 __all__ = [
-    "IMAGE_EXTENSIONS",
     "ENGINES",
-    "IndexStats",
+    "IMAGE_EXTENSIONS",
     "IndexPlan",
+    "IndexStats",
     "ModelSource",
-    "scan_folder",
-    "plan_update",
-    "model_identity",
+    "build_index",
     "index_batch",
     "load_model",
-    "build_index",
+    "model_identity",
+    "plan_update",
+    "scan_folder",
 ]
 
 logger = logging.getLogger(__name__)
@@ -55,7 +53,7 @@ ENGINES = ("local", "ray")
 
 # A model by name/path (each process loads its own), a loaded model (this process only), or a
 # picklable zero-argument callable that returns one (for workers that cannot load by name).
-ModelSource = Union[str, Path, "AttributeModel", Callable[[], "AttributeModel"]]
+ModelSource = str | Path | Predictor | Callable[[], Predictor]
 
 
 @dataclass
@@ -137,7 +135,7 @@ def plan_update(store: IndexStore, entries: Sequence[FileEntry], *, retry_errors
     return IndexPlan(todo, deleted, unchanged)
 
 
-def model_identity(model: AttributeModel, source: str) -> ModelIdentity:
+def model_identity(model: Predictor, source: str) -> ModelIdentity:
     """Name, version digest and thresholds of a loaded model, as the index records them."""
     meta = dict(getattr(model, "meta", None) or {})
     attributes = tuple(str(a) for a in model.attributes)
@@ -158,7 +156,7 @@ def model_identity(model: AttributeModel, source: str) -> ModelIdentity:
 
 
 def index_batch(
-    model: AttributeModel,
+    model: Predictor,
     root: Path,
     entries: Sequence[FileEntry],
     *,
@@ -192,28 +190,29 @@ def index_batch(
     return records
 
 
-def load_model(source: str, device: str = "cpu") -> AttributeModel:
+def load_model(source: str, device: str = "cpu") -> Predictor:
     """Load a model by shipped name or checkpoint path (module-level, so worker processes can pickle it)."""
     from faceattr.infer import load
 
-    return load(source, device=device)
+    model: Predictor = load(source, device=device)
+    return model
 
 
 def _is_model(obj: object) -> bool:
     return hasattr(obj, "predict_many") and hasattr(obj, "attributes")
 
 
-def _resolve_model(model: ModelSource, device: str) -> tuple[AttributeModel, Callable[[], AttributeModel] | None, str]:
+def _resolve_model(model: ModelSource, device: str) -> tuple[Predictor, Callable[[], Predictor] | None, str]:
     """(model for this process, picklable loader for other processes or None, source name to record)."""
     if _is_model(model):
         return model, None, str(getattr(model, "name", "model"))  # type: ignore[return-value]
     if isinstance(model, (str, Path)):
-        loader: Callable[[], AttributeModel] = functools.partial(load_model, str(model), device)
+        loader: Callable[[], Predictor] = functools.partial(load_model, str(model), device)
         return loader(), loader, str(model)
     if callable(model):
         loaded = model()
         return loaded, model, str(getattr(loaded, "name", "model"))
-    raise TypeError(f"model must be a name, a path, an AttributeModel or a loader callable, not {type(model).__name__}")
+    raise TypeError(f"model must be a name, a path, a Predictor or a loader callable, not {type(model).__name__}")
 
 
 def _batched(items: Sequence[FileEntry], n: int) -> Iterator[list[FileEntry]]:
@@ -223,7 +222,10 @@ def _batched(items: Sequence[FileEntry], n: int) -> Iterator[list[FileEntry]]:
 
 # -- engines: each yields the records of one batch at a time, in any order -------------------------
 
-def _run_inline(model: AttributeModel, root: Path, batches: Iterable[list[FileEntry]], kw: dict[str, Any]) -> Iterator[list[FileRecord]]:
+Records = Generator[list[FileRecord], None, None]
+
+
+def _run_inline(model: Predictor, root: Path, batches: Iterable[list[FileEntry]], kw: dict[str, Any]) -> Records:
     for batch in batches:
         yield index_batch(model, root, batch, **kw)
 
@@ -231,7 +233,7 @@ def _run_inline(model: AttributeModel, root: Path, batches: Iterable[list[FileEn
 _WORKER_STATE: dict[str, Any] = {}
 
 
-def _worker_init(loader: Callable[[], AttributeModel], threads: int) -> None:
+def _worker_init(loader: Callable[[], Predictor], threads: int) -> None:
     """Runs once in each worker process: split the cores, then load that process's own model."""
     # Set before the model's libraries start their thread pools (torch reads these at import)...
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
@@ -249,8 +251,8 @@ def _worker_batch(root: Path, batch: list[FileEntry], kw: dict[str, Any]) -> lis
 
 
 def _run_processes(
-    loader: Callable[[], AttributeModel], root: Path, batches: Iterable[list[FileEntry]], kw: dict[str, Any], workers: int
-) -> Iterator[list[FileRecord]]:
+    loader: Callable[[], Predictor], root: Path, batches: Iterable[list[FileEntry]], kw: dict[str, Any], workers: int
+) -> Records:
     threads = max(1, (os.cpu_count() or 1) // workers)
     # spawn, not fork: forking a process that already runs torch/OpenMP threads can deadlock.
     ctx = mp.get_context("spawn")
@@ -277,7 +279,7 @@ def _run_processes(
 class _RayBatchIndexer:
     """Ray Data actor: loads its model once, then runs `index_batch` on one batch per call."""
 
-    def __init__(self, loader: Callable[[], AttributeModel], root: str, kw: dict[str, Any], threads: int) -> None:
+    def __init__(self, loader: Callable[[], Predictor], root: str, kw: dict[str, Any], threads: int) -> None:
         _worker_init(loader, threads)
         self.root = Path(root)
         self.kw = kw
@@ -297,8 +299,8 @@ def ray_missing_message() -> str:
 
 
 def _run_ray(
-    loader: Callable[[], AttributeModel], root: Path, batches: Iterable[list[FileEntry]], kw: dict[str, Any], workers: int
-) -> Iterator[list[FileRecord]]:
+    loader: Callable[[], Predictor], root: Path, batches: Iterable[list[FileEntry]], kw: dict[str, Any], workers: int
+) -> Records:
     try:
         import ray
         import ray.data
@@ -313,8 +315,8 @@ def _run_ray(
         ray.init(num_cpus=max(workers, 1), num_gpus=0, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
         threads = max(1, (os.cpu_count() or 1) // workers)
-        ds = ray.data.from_items([{"batch": b} for b in batch_list], override_num_blocks=len(batch_list))
-        ds = ds.map_batches(
+        items = ray.data.from_items([{"batch": b} for b in batch_list], override_num_blocks=len(batch_list))
+        ds = items.map_batches(
             _RayBatchIndexer,
             fn_constructor_kwargs={"loader": loader, "root": str(root), "kw": kw, "threads": threads},
             batch_size=1,
@@ -383,6 +385,7 @@ def build_index(
         )
         kw = {"attributes": list(identity.attributes), "batch_size": batch_size, "max_faces": max_faces}
         batches = _batched(plan.todo, batch_size)
+        stream: Records
         if engine == "ray":
             assert loader is not None
             stream = _run_ray(loader, root, batches, kw, workers)

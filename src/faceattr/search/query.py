@@ -16,17 +16,15 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from faceattr.errors import FaceattrError, resolve_names
+from faceattr.search.protocol import Predictor
 from faceattr.search.store import FaceMatrix, IndexStore
 
-if TYPE_CHECKING:
-    from faceattr.infer import AttributeModel
-
-__all__ = ["Term", "Match", "SearchResult", "SPACES", "parse_where", "face_vector", "probe_vector", "search"]
+__all__ = ["SPACES", "Match", "SearchResult", "Term", "face_vector", "parse_where", "probe_vector", "search"]
 
 SPACES = ("logits", "probs")
 
@@ -194,7 +192,7 @@ def face_vector(faces: Sequence[Any], attributes: Sequence[str], *, what: str = 
     return np.asarray([face.probabilities[a] for a in attributes], dtype=np.float32)
 
 
-def probe_vector(model: AttributeModel, image: Any, attributes: Sequence[str]) -> np.ndarray:
+def probe_vector(model: Predictor, image: Any, attributes: Sequence[str]) -> np.ndarray:
     """Attribute probabilities of the largest face in `image` (a path, PIL image or array), in the index's order."""
     what = str(image) if isinstance(image, (str, Path)) else "the probe image"
     return face_vector(model.predict(image), attributes, what=what)

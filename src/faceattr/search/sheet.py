@@ -14,7 +14,7 @@ from faceattr.errors import FaceattrError
 from faceattr.search.query import SearchResult
 from faceattr.search.store import safe_join
 
-__all__ = ["SHEET_SUFFIXES", "load_image", "face_thumbnail", "thumbnail_jpeg", "write_sheet"]
+__all__ = ["SHEET_SUFFIXES", "face_thumbnail", "load_image", "thumbnail_jpeg", "write_sheet"]
 
 logger = logging.getLogger(__name__)
 

@@ -56,14 +56,14 @@ from faceattr.errors import FaceattrError
 
 __all__ = [
     "SCHEMA_VERSION",
-    "FileEntry",
-    "FaceRecord",
-    "FileRecord",
-    "ModelIdentity",
-    "IndexStore",
-    "FaceMatrix",
-    "FaceRow",
     "CachedMatrix",
+    "FaceMatrix",
+    "FaceRecord",
+    "FaceRow",
+    "FileEntry",
+    "FileRecord",
+    "IndexStore",
+    "ModelIdentity",
     "safe_join",
 ]
 

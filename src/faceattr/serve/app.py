@@ -1,4 +1,4 @@
-"""The web service: a FastAPI app around one loaded AttributeModel and, optionally, one attribute index.
+"""The web service: a FastAPI app around one loaded model (AttributeModel) and, optionally, one attribute index.
 
 Endpoints (OpenAPI docs at /docs)::
 
@@ -25,7 +25,7 @@ import logging
 import threading
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Annotated, Any
 
 import numpy as np
 from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
@@ -37,11 +37,9 @@ from PIL import Image, UnidentifiedImageError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from faceattr.errors import FaceattrError
+from faceattr.search.protocol import Predictor
 
-if TYPE_CHECKING:
-    from faceattr.infer import AttributeModel
-
-__all__ = ["create_app", "DEFAULT_MAX_UPLOAD_BYTES", "DEFAULT_MAX_PIXELS", "static_dir"]
+__all__ = ["DEFAULT_MAX_PIXELS", "DEFAULT_MAX_UPLOAD_BYTES", "create_app", "static_dir"]
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +97,7 @@ class _BodyLimit:
 class _Service:
     """What the endpoints share: the model (behind a lock), the index path and its cached face matrix."""
 
-    def __init__(self, model: AttributeModel, index_path: Path | None, max_upload_bytes: int, max_pixels: int) -> None:
+    def __init__(self, model: Predictor, index_path: Path | None, max_upload_bytes: int, max_pixels: int) -> None:
         from faceattr.search.store import CachedMatrix, IndexStore
 
         self.model = model
@@ -181,7 +179,7 @@ def _match_urls(d: dict[str, Any]) -> dict[str, Any]:
 
 
 def create_app(
-    model: AttributeModel,
+    model: Predictor,
     index_path: str | Path | None = None,
     *,
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
@@ -246,7 +244,7 @@ def create_app(
         }
 
     @app.post("/predict", summary="Faces and attributes of an uploaded photo")
-    async def predict(file: UploadFile = File(..., description="an image: JPEG, PNG, WebP, BMP, GIF or TIFF")) -> dict[str, Any]:
+    async def predict(file: Annotated[UploadFile, File(description="an image: JPEG, PNG, WebP, BMP, GIF or TIFF")]) -> dict[str, Any]:
         from faceattr.infer import ImageResult
 
         data = await _read_upload(file, max_upload_bytes)
@@ -257,8 +255,8 @@ def create_app(
 
     @app.get("/search", summary="Faces in the index that match attribute terms, best first")
     def search_get(
-        where: str = Query(..., max_length=2000, description="terms like `Male=0 Eyeglasses=1 Young>0.8`"),
-        top: int = Query(20, ge=1, le=500),
+        where: Annotated[str, Query(max_length=2000, description="terms like `Male=0 Eyeglasses=1 Young>0.8`")],
+        top: Annotated[int, Query(ge=1, le=500)] = 20,
     ) -> dict[str, Any]:
         with svc.store() as store:
             assert svc.matrix is not None  # store() has already answered 404 when no index is served
@@ -270,10 +268,10 @@ def create_app(
 
     @app.post("/search/like", summary="Faces in the index that look most like a face in an uploaded photo")
     async def search_like(
-        file: UploadFile = File(...),
-        where: str = Form("", max_length=2000),
-        top: int = Form(20, ge=1, le=500),
-        face: int | None = Form(None, ge=0, le=100, description="which face of the photo (order of /predict); default the largest"),
+        file: Annotated[UploadFile, File(description="a photo with the face to look for")],
+        where: Annotated[str, Form(max_length=2000)] = "",
+        top: Annotated[int, Form(ge=1, le=500)] = 20,
+        face: Annotated[int | None, Form(ge=0, le=100, description="which face of the photo (order of /predict); default the largest")] = None,
     ) -> dict[str, Any]:
         if svc.index_path is None:
             raise HTTPException(404, "no index is loaded; start the server with --index INDEX.sqlite")
@@ -313,8 +311,8 @@ def create_app(
         return path, row
 
     @app.get("/image/{face_id}", summary="JPEG crop of an indexed face", response_class=Response)
-    def face_image(face_id: int = PathParam(..., ge=1, le=2**62), size: int = Query(160, ge=16, le=512)) -> Response:
-        path, row = _face_file(face_id)
+    def face_image(face_id: Annotated[int, PathParam(ge=1, le=2**62)], size: Annotated[int, Query(ge=16, le=512)] = 160) -> Response:
+        _, row = _face_file(face_id)
         try:
             data = thumbnail_jpeg(svc.root, row.path, row.box, size)  # type: ignore[arg-type]
         except (FaceattrError, OSError) as e:
@@ -322,7 +320,7 @@ def create_app(
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=300"})
 
     @app.get("/image/{face_id}/full", summary="The indexed image a face was found in (upright, as JPEG)", response_class=Response)
-    def face_full(face_id: int = PathParam(..., ge=1, le=2**62)) -> Response:
+    def face_full(face_id: Annotated[int, PathParam(ge=1, le=2**62)]) -> Response:
         path, row = _face_file(face_id)
         try:
             im = load_image(path)  # upright and decodable: never hand out a file that is not an image
@@ -333,7 +331,7 @@ def create_app(
         return Response(buf.getvalue(), media_type="image/jpeg", headers={"Cache-Control": "private, max-age=300"})
 
     @app.get("/samples/{name}", summary="A shipped public-domain sample portrait", response_class=FileResponse)
-    def sample(name: str = PathParam(..., max_length=64, pattern=r"^[A-Za-z0-9_]+(\.jpg)?$")) -> FileResponse:
+    def sample(name: Annotated[str, PathParam(max_length=64, pattern=r"^[A-Za-z0-9_]+(\.jpg)?$")]) -> FileResponse:
         from faceattr.infer import sample_path
 
         try:
