@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from faceattr.evaluate.metrics import attribute_metrics, calibrate_thresholds, metric_block, subgroup_metrics
+from faceattr.evaluate.metrics import (
+    attribute_metrics,
+    calibrate_thresholds,
+    metric_block,
+    subgroup_metrics,
+)
 
 # One attribute, 8 images: 3 positives, 5 negatives.
 Y1 = np.array([1, 1, 1, 0, 0, 0, 0, 0])

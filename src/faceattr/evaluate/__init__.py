@@ -15,20 +15,20 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 __all__ = [
+    "EVAL_SCHEMA",
     "EvalConfig",
     "Evaluation",
+    "attribute_metrics",
+    "calibrate_thresholds",
+    "check_report_dir",
+    "compare_runs",
     "evaluate_model",
+    "metric_block",
+    "render_markdown",
+    "subgroup_metrics",
+    "write_comparison",
     "write_json",
     "write_report",
-    "check_report_dir",
-    "metric_block",
-    "attribute_metrics",
-    "subgroup_metrics",
-    "calibrate_thresholds",
-    "compare_runs",
-    "write_comparison",
-    "render_markdown",
-    "EVAL_SCHEMA",
 ]
 
 _WHERE = {
@@ -49,9 +49,23 @@ _WHERE = {
 }
 
 if TYPE_CHECKING:
-    from faceattr.evaluate.compare import compare_runs, render_markdown, write_comparison
-    from faceattr.evaluate.evaluator import EvalConfig, Evaluation, evaluate_model, write_json
-    from faceattr.evaluate.metrics import attribute_metrics, calibrate_thresholds, metric_block, subgroup_metrics
+    from faceattr.evaluate.compare import (
+        compare_runs,
+        render_markdown,
+        write_comparison,
+    )
+    from faceattr.evaluate.evaluator import (
+        EvalConfig,
+        Evaluation,
+        evaluate_model,
+        write_json,
+    )
+    from faceattr.evaluate.metrics import (
+        attribute_metrics,
+        calibrate_thresholds,
+        metric_block,
+        subgroup_metrics,
+    )
     from faceattr.evaluate.report import check_report_dir, write_report
     from faceattr.evaluate.schema import EVAL_SCHEMA
 

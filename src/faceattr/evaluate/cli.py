@@ -69,8 +69,8 @@ def _summary_text(r: dict[str, Any]) -> str:
 
     lines = [
         f"{r['architecture']} on {r['split']} ({r['n_images']} images, {len(r['attributes'])} attributes, threshold 0.5)",
-        f"  mean accuracy {f(r['mean_accuracy'])}  balanced {f(r['mean_balanced_accuracy'])}  F1 {f(r['mean_f1'])}  "
-        f"AUC {f(r['mean_auc'])}  exact match {f(r['exact_match'])}  Hamming {f(r['hamming_loss'])}",
+        (f"  mean accuracy {f(r['mean_accuracy'])}  balanced {f(r['mean_balanced_accuracy'])}  F1 {f(r['mean_f1'])}  "
+         f"AUC {f(r['mean_auc'])}  exact match {f(r['exact_match'])}  Hamming {f(r['hamming_loss'])}"),
     ]
     if r.get("calibrated"):
         c = r["calibrated"]
@@ -138,7 +138,11 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
 
 def _run_compare(args: argparse.Namespace) -> int:
-    from faceattr.evaluate.compare import compare_runs, render_markdown, write_comparison
+    from faceattr.evaluate.compare import (
+        compare_runs,
+        render_markdown,
+        write_comparison,
+    )
 
     cmp = compare_runs(args.runs, metric=args.metric, attributes=args.attributes, tie_tolerance=args.tie_tolerance)
     print(render_markdown(cmp), end="")

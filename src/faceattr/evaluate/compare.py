@@ -20,14 +20,16 @@ import json
 import logging
 import math
 import os
-import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import tomllib
+
 from faceattr.errors import FaceattrError, did_you_mean, resolve_names
 
-__all__ = ["METRICS", "RunRecord", "Column", "Comparison", "read_run", "compare_runs", "render_markdown", "write_comparison"]
+__all__ = ["METRICS", "Column", "Comparison", "RunRecord", "compare_runs", "read_run", "render_markdown", "write_comparison"]
 
 logger = logging.getLogger(__name__)
 
@@ -124,7 +126,7 @@ def read_run(path: str | Path) -> RunRecord:
     return RunRecord(name=p.name, path=p, summary=summary, config=config, evaluation=evaluation, problem=problem)
 
 
-def _expand(paths: list[str | Path]) -> list[Path]:
+def _expand(paths: Sequence[str | Path]) -> list[Path]:
     """Run folders from the arguments: a sweep folder stands for the runs in it; stray files are skipped."""
     out: list[Path] = []
     for item in paths:
@@ -152,7 +154,7 @@ def _is_num(v: Any) -> bool:
 
 
 def compare_runs(
-    runs: list[str | Path],
+    runs: Sequence[str | Path],
     *,
     metric: str = "mean_f1",
     attributes: list[str] | None = None,
@@ -224,7 +226,7 @@ def compare_runs(
     for c in columns:
         if c.higher_is_better is None:
             continue
-        vals = [(row["run"], row.get(c.key)) for row in rows if _is_num(row.get(c.key))]
+        vals: list[tuple[str, float]] = [(row["run"], float(row[c.key])) for row in rows if _is_num(row.get(c.key))]
         if len(vals) < 2:
             continue  # one run holds no "best"
         top = max(v for _, v in vals) if c.higher_is_better else min(v for _, v in vals)
@@ -299,7 +301,7 @@ def _cell(c: Column, v: Any) -> str:
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return "–"
     if c.kind == "int":
-        return f"{int(round(v)):,}"
+        return f"{round(v):,}"
     if c.kind == "seconds":
         return f"{v:.1f}"
     if c.kind == "metric":

@@ -26,9 +26,14 @@ from typing import Any
 import numpy as np
 
 from faceattr.errors import FaceattrError, did_you_mean, resolve_names
-from faceattr.evaluate.metrics import OBJECTIVES, calibrate_thresholds, metric_block, subgroup_metrics
+from faceattr.evaluate.metrics import (
+    OBJECTIVES,
+    calibrate_thresholds,
+    metric_block,
+    subgroup_metrics,
+)
 
-__all__ = ["DEFAULT_SUBGROUPS", "EvalConfig", "Evaluation", "evaluate_model", "write_json", "SCHEMA_VERSION"]
+__all__ = ["DEFAULT_SUBGROUPS", "SCHEMA_VERSION", "EvalConfig", "Evaluation", "evaluate_model", "write_json"]
 
 logger = logging.getLogger(__name__)
 
@@ -247,7 +252,13 @@ def _check_attributes_in_data(model_attrs: list[str], data_attrs: list[str], pat
 
 def evaluate_model(cfg: EvalConfig) -> Evaluation:
     """Evaluate `cfg.model` on `cfg.split` of `cfg.data_root`; optionally calibrate and store thresholds."""
-    from faceattr.checkpoint import load_checkpoint, read_metadata, resolve_checkpoint, update_metadata, versions
+    from faceattr.checkpoint import (
+        load_checkpoint,
+        read_metadata,
+        resolve_checkpoint,
+        update_metadata,
+        versions,
+    )
     from faceattr.data import read_attribute_names
     from faceattr.runtime import resolve_device
 
@@ -260,7 +271,7 @@ def evaluate_model(cfg: EvalConfig) -> Evaluation:
     attributes = _select_attributes(cfg.attributes, model_attrs, data_attrs, path)
     _check_attributes_in_data(attributes, data_attrs, path, cfg.data_root)
     subgroups = _select_subgroups(cfg.subgroups, data_attrs, cfg.data_root)
-    train_cfg = meta.get("config") if isinstance(meta.get("config"), dict) else {}
+    train_cfg: dict[str, Any] = meta["config"] if isinstance(meta.get("config"), dict) else {}
     seed = int(train_cfg.get("seed", 0)) if cfg.seed < 0 else cfg.seed
     if cfg.holdout_fraction < 0:
         # The training run's own holdout, so 'holdout' means images the model never trained on.
@@ -297,7 +308,7 @@ def evaluate_model(cfg: EvalConfig) -> Evaluation:
         "limit": cfg.limit,
         "holdout_fraction": cfg.holdout_fraction,
         "seed": seed,
-        "n_images": int(len(labels)),
+        "n_images": len(labels),
         "n_skipped": ev.n_skipped,
         "attributes": attributes,
         "subgroup_attributes": subgroups,
@@ -345,8 +356,13 @@ def evaluate_model(cfg: EvalConfig) -> Evaluation:
     elif meta.get("thresholds"):
         stored = [float(t) for t in meta["thresholds"]]
         thresholds = np.array([stored[model_attrs.index(a)] for a in attributes])
-        info = meta.get("calibration") if isinstance(meta.get("calibration"), dict) else {}
-        calibration = {"source": "checkpoint", **info, "thresholds": {a: float(t) for a, t in zip(attributes, thresholds, strict=True)}, "saved": True}
+        info: dict[str, Any] = meta["calibration"] if isinstance(meta.get("calibration"), dict) else {}
+        calibration = {
+            "source": "checkpoint",
+            **info,
+            "thresholds": {a: float(t) for a, t in zip(attributes, thresholds, strict=True)},
+            "saved": True,
+        }
         calibration.setdefault("split", None)
         calibration.setdefault("objective", None)
 

@@ -23,11 +23,11 @@ __all__ = [
     "OBJECTIVES",
     "OVERALL_KEYS",
     "PER_ATTRIBUTE_KEYS",
-    "binarize",
     "attribute_metrics",
+    "binarize",
+    "calibrate_thresholds",
     "metric_block",
     "subgroup_metrics",
-    "calibrate_thresholds",
 ]
 
 OBJECTIVES = ("accuracy", "balanced_accuracy")

@@ -255,7 +255,8 @@ def _pick_samples(ev: Any, n: int, seed: int = 0) -> list[int]:
 
 def _face_lines(ev: Any, i: int, max_right: int = 4, max_wrong: int = 6) -> tuple[list[tuple[str, float, bool]], list[tuple[str, float, bool]], int]:
     """(most confident mistakes, correct positives, number of mistakes) for image i; items are (name, prob, truth)."""
-    wrong, right = [], []
+    wrong: list[tuple[str, float, bool]] = []
+    right: list[tuple[str, float, bool]] = []
     for j, a in enumerate(ev.attributes):
         p, t = float(ev.probs[i, j]), bool(ev.labels[i, j] > 0.5)
         if (p >= 0.5) != t:
@@ -488,14 +489,14 @@ def _page(ev: Any, figs: dict[str, bytes], idx: list[int], log: list[dict[str, A
     title = f"{r['architecture']} on {r['split']}"
     warnings_ = "".join(f'<div class="warn">⚠ {html.escape(w)}</div>' for w in r.get("warnings", []))
     parts = [
-        f"<header><h1>Evaluation: {html.escape(title)}</h1><div class='meta'>checkpoint {html.escape(r['checkpoint'])}"
-        f" · {r['n_images']} images of split '{html.escape(r['split'])}' from {html.escape(r['data_root'])}"
-        f" · {len(r['attributes'])} attribute{'s' if len(r['attributes']) != 1 else ''} · device {html.escape(r['device'])}"
-        f" · {r['images_per_s']:.0f} images/s · {html.escape(r['created'])}</div></header>",
+        (f"<header><h1>Evaluation: {html.escape(title)}</h1><div class='meta'>checkpoint {html.escape(r['checkpoint'])}"
+         f" · {r['n_images']} images of split '{html.escape(r['split'])}' from {html.escape(r['data_root'])}"
+         f" · {len(r['attributes'])} attribute{'s' if len(r['attributes']) != 1 else ''} · device {html.escape(r['device'])}"
+         f" · {r['images_per_s']:.0f} images/s · {html.escape(r['created'])}</div></header>"),
         warnings_,
         _cards(r),
-        f"<section><h2>At a glance</h2>{_best_worst(r)}"
-        "<p class='note'>All headline numbers use threshold 0.5; calibrated thresholds are shown separately below.</p></section>",
+        (f"<section><h2>At a glance</h2>{_best_worst(r)}"
+         "<p class='note'>All headline numbers use threshold 0.5; calibrated thresholds are shown separately below.</p></section>"),
         f"<section><h2>Per-attribute accuracy</h2>{_img('accuracy.png', figs['accuracy.png'], 'per-attribute accuracy')}</section>",
         f"<section><h2>Per-attribute metrics</h2>{_attribute_table(r)}</section>",
     ]

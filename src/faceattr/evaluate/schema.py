@@ -65,7 +65,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["EVAL_SCHEMA", "PER_ATTRIBUTE_SCHEMA", "BLOCK_SCHEMA"]
+__all__ = ["BLOCK_SCHEMA", "EVAL_SCHEMA", "PER_ATTRIBUTE_SCHEMA"]
 
 _NUM = {"type": "number"}
 _RATE = {"type": "number", "minimum": 0, "maximum": 1}

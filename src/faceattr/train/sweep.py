@@ -47,14 +47,15 @@ import logging
 import os
 import re
 import time
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import tomllib
+
 from faceattr.errors import FaceattrError, did_you_mean
 
-__all__ = ["SweepRun", "Sweep", "RunOutcome", "SweepResult", "load_sweep", "run_sweep", "register"]
+__all__ = ["RunOutcome", "Sweep", "SweepResult", "SweepRun", "load_sweep", "register", "run_sweep"]
 
 logger = logging.getLogger(__name__)
 
@@ -298,8 +299,9 @@ def run_sweep(sweep: Sweep, *, retry_failed: bool = False, progress: bool = True
             result.outcomes.append(RunOutcome(run.name, "skipped"))
             continue
         if status == "failed" and not retry_failed:
-            logger.warning("%s: failed earlier (%s); skipping (--retry-failed to try again)", tag, summary.get("error"))
-            result.outcomes.append(RunOutcome(run.name, "skipped-failed", summary.get("error")))
+            error = (summary or {}).get("error")
+            logger.warning("%s: failed earlier (%s); skipping (--retry-failed to try again)", tag, error)
+            result.outcomes.append(RunOutcome(run.name, "skipped-failed", error))
             continue
         outcome = "evaluated"
         if status != "done":
@@ -310,7 +312,7 @@ def run_sweep(sweep: Sweep, *, retry_failed: bool = False, progress: bool = True
                 outcome = "resumed" if resume else "trained"
             except KeyboardInterrupt:
                 raise
-            except Exception as e:  # a broken run must not stop the grid: record it and go on
+            except Exception as e:  # noqa: BLE001 - a broken run must not stop the grid: record it and go on
                 error = _record_failure(run, folder, e)
                 logger.error("%s: failed: %s", tag, error)
                 result.outcomes.append(RunOutcome(run.name, "failed", error, time.perf_counter() - t0))
@@ -319,7 +321,7 @@ def run_sweep(sweep: Sweep, *, retry_failed: bool = False, progress: bool = True
             _evaluate(sweep, run, folder, progress)
         except KeyboardInterrupt:
             raise
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - same for a run whose evaluation breaks
             error = f"evaluation failed: {type(e).__name__}: {e}"
             logger.error("%s: %s", tag, error)
             result.outcomes.append(RunOutcome(run.name, "failed", error, time.perf_counter() - t0))
