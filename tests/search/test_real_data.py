@@ -71,7 +71,12 @@ def test_eyeglasses_query_returns_people_with_glasses(real_index: Any, celeba_la
     names, labels = celeba_labels
     top = search(index, "Eyeglasses=1", top=20)
     got = _labels_of(top.matches, labels, names, "Eyeglasses")
-    assert len(got) >= 18 and sum(got) >= 0.8 * len(got), got
+    # How many pass the threshold depends on the model's calibration; most of those that do must be right.
+    assert len(got) >= 5 and sum(got) >= 0.8 * len(got), got
+    # Threshold-free: every face ranked by p(Eyeglasses); 30 of the ~150 faces wear glasses.
+    ranked = search(index, "Eyeglasses>=0", top=20)
+    assert ranked.total == ranked.searched
+    assert sum(_labels_of(ranked.matches, labels, names, "Eyeglasses")) >= 16
     none = search(index, "eyeglasses=0", top=20)
     assert sum(_labels_of(none.matches, labels, names, "Eyeglasses")) <= 1
 

@@ -245,3 +245,16 @@ def test_model_calls_are_serialised_and_off_the_event_loop(indexed: tuple[Path, 
             t.join(timeout=30)
     assert results == [200, 200, 200]
     assert model.max_inside == 1 and model.calls == 3
+
+
+def test_search_sees_a_reindex_while_serving(client: Any, indexed: tuple[Path, Path, dict]) -> None:
+    from faceattr.search import build_index
+
+    root, index, _ = indexed
+    query = {"where": "Eyeglasses>0.99 Male<0.01", "top": 5}
+    assert client.get("/search", params=query).json()["total"] == 0
+    client.get("/search", params={"where": "Male=1"})  # the face matrix is now cached
+    write_image(root / "late" / "new.png", [0.999, 0.001, 0.5, 0.5, 0.5, 0.5])
+    build_index(root, index, FakeModel(), progress=False)
+    doc = client.get("/search", params=query).json()
+    assert [m["image"] for m in doc["matches"]] == ["late/new.png"]
