@@ -207,8 +207,10 @@ def _resolve_model(model: ModelSource, device: str) -> tuple[Predictor, Callable
     if _is_model(model):
         return model, None, str(getattr(model, "name", "model"))  # type: ignore[return-value]
     if isinstance(model, (str, Path)):
-        loader: Callable[[], Predictor] = functools.partial(load_model, str(model), device)
-        return loader(), loader, str(model)
+        # A checkpoint path is recorded absolute, so later runs from another folder find it again.
+        source = str(Path(model).resolve()) if Path(model).exists() else str(model)
+        loader: Callable[[], Predictor] = functools.partial(load_model, source, device)
+        return loader(), loader, source
     if callable(model):
         loaded = model()
         return loaded, model, str(getattr(loaded, "name", "model"))
