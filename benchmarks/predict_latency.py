@@ -104,8 +104,8 @@ def main(argv: list[str] | None = None) -> int:
 
     rows: list[tuple[str, float, float]] = []
     for label, m in (("torch", model), ("onnxruntime", onnx_model)):
-        b1 = median_ms(lambda: m.predict_aligned(one, batch_size=1), r)
-        b32 = median_ms(lambda: m.predict_aligned(many, batch_size=32), max(3, r // 4)) / 32
+        b1 = median_ms(lambda m=m: m.predict_aligned(one, batch_size=1), r)
+        b32 = median_ms(lambda m=m: m.predict_aligned(many, batch_size=32), max(3, r // 4)) / 32
         rows.append((label, b1, b32))
 
     # Whole photo, and its parts, with each backend.
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             lambda: align_face(rgb, refine_landmarks(rgb, found.landmarks, det.detect)), r
         ),
     }
-    whole = {label: median_ms(lambda: m.predict(image), r) for label, m in (("torch", model), ("onnxruntime", onnx_model))}
+    whole = {label: median_ms(lambda m=m: m.predict(image), r) for label, m in (("torch", model), ("onnxruntime", onnx_model))}
 
     h, w = model.preprocess.size
     print(f"faceattr inference latency - {note}")

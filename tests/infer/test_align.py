@@ -50,7 +50,7 @@ def test_similarity_never_mirrors() -> None:
 
 def test_template_is_a_plausible_celeba_face() -> None:
     re, le, nose, rm, lm = TEMPLATE
-    w, h = FRAME_SIZE
+    w = FRAME_SIZE[0]
     assert re[0] < nose[0] < le[0] and rm[0] < lm[0]
     assert re[1] < nose[1] < rm[1] and abs(re[1] - le[1]) < 2  # level eyes
     assert abs((re[0] + le[0]) / 2 - w / 2) < 3  # centred

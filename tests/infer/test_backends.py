@@ -66,8 +66,9 @@ def test_onnxruntime_matches_torch_on_real_faces(mnv2_onnx: tuple[Path, float], 
     assert pt.std() > 0.1  # spread-out outputs, so agreement is not trivial
     assert np.abs(pt - ox).max() < 1e-4
     # Raw logits too, one image at a time (batch axis really dynamic).
-    from faceattr.data.transforms import prepare_image
     from PIL import Image
+
+    from faceattr.data.transforms import prepare_image
 
     x = np.stack([prepare_image(Image.fromarray(c), torch_model.preprocess) for c in real_crops[:3]])
     lt = torch_model.backend.logits(x, batch_size=1)

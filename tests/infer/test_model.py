@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import torch
@@ -66,7 +65,7 @@ def test_predict_aligned_matches_a_manual_forward_pass(small_model: AttributeMod
     crops = [c for _, c in celeba_crops(celeba_root, 5, seed=1)]
     probs = small_model.predict_aligned(np.stack(crops))
     assert probs.shape == (5, 40) and probs.dtype == np.float32
-    net, meta = load_checkpoint(small_ckpt)
+    net, _ = load_checkpoint(small_ckpt)
     x = np.stack([prepare_image(Image.fromarray(c), small_model.preprocess) for c in crops])
     with torch.no_grad():
         ref = torch.sigmoid(net(normalize_batch(torch.from_numpy(x).permute(0, 3, 1, 2), small_model.preprocess))).numpy()

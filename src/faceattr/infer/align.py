@@ -97,10 +97,10 @@ def warp_to_frame(image: np.ndarray, m: np.ndarray, size: tuple[int, int] = FRAM
         inv = cv2.invertAffineTransform(m)
         corners = np.array([[0, 0, 1], [w, 0, 1], [0, h, 1], [w, h, 1]], dtype=np.float64) @ inv.T
         pad = 2.0 / scale  # a couple of output pixels of margin for the interpolation kernel
-        x0 = max(0, int(math.floor(corners[:, 0].min() - pad)))
-        y0 = max(0, int(math.floor(corners[:, 1].min() - pad)))
-        x1 = min(image.shape[1], int(math.ceil(corners[:, 0].max() + pad)))
-        y1 = min(image.shape[0], int(math.ceil(corners[:, 1].max() + pad)))
+        x0 = max(0, math.floor(corners[:, 0].min() - pad))
+        y0 = max(0, math.floor(corners[:, 1].min() - pad))
+        x1 = min(image.shape[1], math.ceil(corners[:, 0].max() + pad))
+        y1 = min(image.shape[0], math.ceil(corners[:, 1].max() + pad))
         if x1 - x0 >= 2 and y1 - y0 >= 2:
             roi = image[y0:y1, x0:x1]
             rw, rh = max(1, round(roi.shape[1] * scale)), max(1, round(roi.shape[0] * scale))

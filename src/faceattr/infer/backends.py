@@ -200,7 +200,7 @@ def export_onnx(
         "output": ONNX_OUTPUT,
         "opset": opset,
         "max_abs_logit_diff_vs_torch": diff,
-        "checked_on_images": int(len(check_images)),
+        "checked_on_images": len(check_images),
     }
     json_path = out.with_suffix(".json")
     tmp_json = json_path.with_name(f".{json_path.name}.tmp-{os.getpid()}")

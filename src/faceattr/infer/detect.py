@@ -13,6 +13,7 @@ import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -77,7 +78,7 @@ class FaceDetector:
         self.fine_max_face = fine_max_face
         self._local = threading.local()
 
-    def _detector(self):  # cv2.FaceDetectorYN; typed loosely because cv2 stubs vary by version
+    def _detector(self) -> Any:  # cv2.FaceDetectorYN; typed loosely because cv2 stubs vary by version
         det = getattr(self._local, "det", None)
         if det is None:
             import cv2

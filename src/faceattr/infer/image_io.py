@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import warnings
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -26,7 +25,7 @@ logger = logging.getLogger(__name__)
 # so we refuse from the header instead of risking a decompression bomb.
 MAX_PIXELS = 50_000_000
 
-ImageSource = Union[str, Path, Image.Image, np.ndarray]
+ImageSource = str | Path | Image.Image | np.ndarray
 
 
 def describe(source: object) -> str:

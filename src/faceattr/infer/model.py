@@ -271,7 +271,7 @@ class AttributeModel:
 
         if batch_size < 1:
             raise FaceattrError(f"batch_size must be at least 1, got {batch_size}")
-        kw = {"detect": detect, "align": align, "max_faces": max_faces, "min_face": min_face}
+        kw: dict[str, Any] = {"detect": detect, "align": align, "max_faces": max_faces, "min_face": min_face}
         queue: deque[_Pending] = deque()
         waiting = 0  # crops in the queue not yet classified
 
@@ -310,10 +310,10 @@ class AttributeModel:
             try:
                 while True:
                     while len(ahead) < prefetch:
-                        src = next(source, None)
-                        if src is None:
+                        nxt = next(source, None)
+                        if nxt is None:
                             break
-                        ahead.append(pool.submit(self._prepare, src, **kw))
+                        ahead.append(pool.submit(self._prepare, nxt, **kw))
                     if not ahead:
                         break
                     yield from take(ahead.popleft().result())
