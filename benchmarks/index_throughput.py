@@ -1,5 +1,8 @@
 """Indexing throughput: `faceattr index` in one process against `--workers 2`, on the same images, in one run.
 
+A third run, one process with `--threads 1`, shows how much of the difference is thread
+oversubscription (torch and OpenCV each starting a pool per core) rather than parallelism.
+
 Each run indexes the same CelebA images (symlinked into a temp folder) into a fresh index, with
 detection + alignment + attributes, and prints images/s end to end (model loading and worker start
 included) and once started (from the moment every process has delivered its first batch).
@@ -47,19 +50,25 @@ def main() -> None:
         for n in names:
             os.symlink(src.resolve() / n, root / n)
         results = {}
-        for label, workers in (("1 process", 1), (f"--workers {args.workers}", args.workers)):
+        runs = (
+            ("1 process", 1, None),
+            ("1 process, --threads 1", 1, 1),
+            (f"--workers {args.workers}", args.workers, None),
+        )
+        for label, workers, threads in runs:
             marks: list[tuple[float, int]] = []
             t0 = time.perf_counter()
             stats = build_index(
-                root, Path(tmp) / f"index-{workers}.sqlite", args.model, batch_size=args.batch_size, workers=workers,
-                progress=False, on_batch=lambda s, marks=marks, t0=t0: marks.append((time.perf_counter() - t0, s.processed)),
+                root, Path(tmp) / f"index-{len(results)}.sqlite", args.model, batch_size=args.batch_size, workers=workers,
+                threads=threads, progress=False,
+                on_batch=lambda s, marks=marks, t0=t0: marks.append((time.perf_counter() - t0, s.processed)),
             )
             e2e, steady = _rates(stats, marks, workers)
             results[label] = (e2e, steady)
-            print(f"{label:>12}: {stats.processed} images, {stats.faces} faces in {stats.seconds:.1f}s -> "
+            print(f"{label:>22}: {stats.processed} images, {stats.faces} faces in {stats.seconds:.1f}s -> "
                   f"{e2e:.1f} images/s end to end, {steady:.1f} images/s once started")
-        (a, sa), (b, sb) = results.values()
-        print(f"speed-up of --workers {args.workers}: {b / a:.2f}x end to end, {sb / sa:.2f}x steady; "
+        (a, sa), _, (b, sb) = results.values()
+        print(f"speed-up of --workers {args.workers} over 1 process: {b / a:.2f}x end to end, {sb / sa:.2f}x once started; "
               f"load average {os.getloadavg()[0]:.1f} at the end")
 
 

@@ -248,3 +248,22 @@ def test_scan_recurses_skips_hidden_and_other_files_and_does_not_follow_folder_l
     os.symlink(root / "deep", root / "loop")
     os.symlink(root / "b.png", root / "link.png")
     assert [e.path for e in scan_folder(root)] == ["a.JPG", "b.png", "deep/er/c.webp", "f.jpeg", "link.png"]
+
+
+def test_threads_cap_applies_while_indexing_and_is_restored(dataset: tuple[Path, dict], tmp_path: Path) -> None:
+    import torch
+
+    root, _ = dataset
+    seen: list[int] = []
+
+    class Recording(FakeModel):
+        def predict_many(self, images, **kw):  # type: ignore[no-untyped-def,override]
+            seen.append(torch.get_num_threads())
+            return super().predict_many(images, **kw)
+
+    before = torch.get_num_threads()
+    build_index(root, tmp_path / "i.sqlite", Recording(), batch_size=16, threads=1, progress=False)
+    assert seen and set(seen) == {1}
+    assert torch.get_num_threads() == before
+    with pytest.raises(FaceattrError, match="at least 1"):
+        build_index(root, tmp_path / "i.sqlite", FakeModel(), threads=0, progress=False)

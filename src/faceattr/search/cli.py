@@ -22,6 +22,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=32, help="images per batch; each batch is committed on its own (default 32)")
     p.add_argument("--workers", type=int, default=1, help="processes, each with its own model; CPU threads are split between them")
     p.add_argument("--engine", choices=("local", "ray"), default="local", help="'ray' runs the batches as a local Ray Data job")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for all processes together, split between workers (default: all cores); "
+                   "on a busy shared machine, 1 per process is often fastest")
     p.add_argument("--rebuild", action="store_true", help="drop everything in the index and start again (e.g. with another model)")
     p.add_argument("--retry-errors", action="store_true", help="process files recorded as unreadable again")
     p.add_argument("--max-faces", type=int, default=10, help="most faces kept per image (default 10)")
@@ -71,6 +74,7 @@ def _cmd_index(args: argparse.Namespace) -> int:
         retry_errors=args.retry_errors,
         max_faces=args.max_faces,
         device=args.device,
+        threads=args.threads,
         progress=not getattr(args, "quiet", False),
     )
     with IndexStore(args.out, readonly=True) as store:

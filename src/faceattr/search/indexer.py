@@ -21,7 +21,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
-from contextlib import closing
+from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -227,9 +227,32 @@ def _batched(items: Sequence[FileEntry], n: int) -> Iterator[list[FileEntry]]:
 Records = Generator[list[FileRecord], None, None]
 
 
-def _run_inline(model: Predictor, root: Path, batches: Iterable[list[FileEntry]], kw: dict[str, Any]) -> Records:
-    for batch in batches:
-        yield index_batch(model, root, batch, **kw)
+def _run_inline(model: Predictor, root: Path, batches: Iterable[list[FileEntry]], kw: dict[str, Any], threads: int | None) -> Records:
+    with _thread_limit(threads):
+        for batch in batches:
+            yield index_batch(model, root, batch, **kw)
+
+
+@contextmanager
+def _thread_limit(threads: int | None) -> Iterator[None]:
+    """Cap torch's and OpenCV's threads in this process for the duration, then restore them."""
+    if threads is None:
+        yield
+        return
+    torch = sys.modules.get("torch")
+    cv2 = sys.modules.get("cv2")
+    before = (torch.get_num_threads() if torch else None, cv2.getNumThreads() if cv2 else None)
+    if torch:
+        torch.set_num_threads(threads)
+    if cv2:
+        cv2.setNumThreads(threads)
+    try:
+        yield
+    finally:
+        if torch and before[0] is not None:
+            torch.set_num_threads(before[0])
+        if cv2 and before[1] is not None:
+            cv2.setNumThreads(before[1])
 
 
 _WORKER_STATE: dict[str, Any] = {}
@@ -253,9 +276,8 @@ def _worker_batch(root: Path, batch: list[FileEntry], kw: dict[str, Any]) -> lis
 
 
 def _run_processes(
-    loader: Callable[[], Predictor], root: Path, batches: Iterable[list[FileEntry]], kw: dict[str, Any], workers: int
+    loader: Callable[[], Predictor], root: Path, batches: Iterable[list[FileEntry]], kw: dict[str, Any], workers: int, threads: int
 ) -> Records:
-    threads = max(1, (os.cpu_count() or 1) // workers)
     # spawn, not fork: forking a process that already runs torch/OpenMP threads can deadlock.
     ctx = mp.get_context("spawn")
     ex = cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(loader, threads))
@@ -301,7 +323,7 @@ def ray_missing_message() -> str:
 
 
 def _run_ray(
-    loader: Callable[[], Predictor], root: Path, batches: Iterable[list[FileEntry]], kw: dict[str, Any], workers: int
+    loader: Callable[[], Predictor], root: Path, batches: Iterable[list[FileEntry]], kw: dict[str, Any], workers: int, threads: int
 ) -> Records:
     try:
         import ray
@@ -316,7 +338,6 @@ def _run_ray(
         # Local Ray on this machine's CPUs only; no dashboard, nothing listening beyond loopback.
         ray.init(num_cpus=max(workers, 1), num_gpus=0, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
-        threads = max(1, (os.cpu_count() or 1) // workers)
         items = ray.data.from_items([{"batch": b} for b in batch_list], override_num_blocks=len(batch_list))
         ds = items.map_batches(
             _RayBatchIndexer,
@@ -345,11 +366,14 @@ def build_index(
     retry_errors: bool = False,
     max_faces: int = 10,
     device: str = "cpu",
+    threads: int | None = None,
     progress: bool = True,
     on_batch: Callable[[IndexStats], None] | None = None,
 ) -> IndexStats:
     """Create or update the index of every image under `folder`; returns what the run did.
 
+    `threads` caps the CPU threads of all processes together (split evenly between `workers`); None
+    leaves one process at its libraries' defaults and gives each worker an equal share of the cores.
     `on_batch(stats)` is called after each committed batch with the running totals (for progress
     displays and benchmarks).
     """
@@ -362,8 +386,8 @@ def build_index(
         from faceattr.errors import did_you_mean
 
         raise FaceattrError(f"unknown engine '{engine}'{did_you_mean(engine, ENGINES)}; choose from: {', '.join(ENGINES)}")
-    if workers < 1 or batch_size < 1:
-        raise FaceattrError("--workers and --batch-size must be at least 1")
+    if workers < 1 or batch_size < 1 or (threads is not None and threads < 1):
+        raise FaceattrError("--workers, --batch-size and --threads must be at least 1")
     if engine == "ray":
         try:
             import ray  # noqa: F401
@@ -388,14 +412,15 @@ def build_index(
         kw = {"attributes": list(identity.attributes), "batch_size": batch_size, "max_faces": max_faces}
         batches = _batched(plan.todo, batch_size)
         stream: Records
+        per_worker = max(1, (threads or os.cpu_count() or 1) // workers)
         if engine == "ray":
             assert loader is not None
-            stream = _run_ray(loader, root, batches, kw, workers)
+            stream = _run_ray(loader, root, batches, kw, workers, per_worker)
         elif workers > 1:
             assert loader is not None
-            stream = _run_processes(loader, root, batches, kw, workers)
+            stream = _run_processes(loader, root, batches, kw, workers, per_worker)
         else:
-            stream = _run_inline(loaded, root, batches, kw)
+            stream = _run_inline(loaded, root, batches, kw, threads)
 
         from tqdm.auto import tqdm
 
