@@ -149,7 +149,7 @@ def _decode_upload(data: bytes, max_pixels: int) -> np.ndarray:
         raise HTTPException(415, "the upload is not an image this server can read; send a JPEG, PNG, WebP, BMP, GIF or TIFF") from None
     except Image.DecompressionBombError:
         raise HTTPException(413, f"the image has more than {max_pixels:,} pixels; downscale it first") from None
-    except Exception as e:  # a header Pillow recognises but cannot parse
+    except Exception as e:  # noqa: BLE001  (a header Pillow recognises but cannot parse)
         raise HTTPException(400, f"the image header could not be read ({type(e).__name__})") from None
     w, h = im.size
     if w * h > max_pixels:
@@ -159,7 +159,7 @@ def _decode_upload(data: bytes, max_pixels: int) -> np.ndarray:
         return load_rgb(im, max_pixels=max_pixels)
     except FaceattrError as e:
         raise HTTPException(400, str(e)) from None
-    except Exception as e:  # truncated or corrupt data surfaces as several Pillow exception types
+    except Exception as e:  # noqa: BLE001  (truncated or corrupt data surfaces as several Pillow exception types)
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise HTTPException(400, f"the image could not be decoded (corrupt or truncated: {reason})") from None
 
