@@ -198,3 +198,40 @@ def test_holdout_defaults_to_the_training_runs_own(run_copy: Path, celeba_root: 
     # Calibrated on the run's own holdout: no overlap with training, nothing to warn about.
     assert r["calibration"]["split"] == "holdout" and r["calibration"]["n_images"] == 60
     assert r["warnings"] == []
+
+
+
+def test_shipped_model_by_name_is_never_rewritten(trained_run: Path, celeba_root: Path, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    import faceattr.checkpoint as ckpt
+    from faceattr.evaluate import EvalConfig, evaluate_model
+
+    models = tmp_path / "models"
+    models.mkdir()
+    shipped = models / "default.safetensors"
+    shutil.copy(trained_run / "best.safetensors", shipped)
+    monkeypatch.setattr(ckpt, "shipped_models_dir", lambda: models)
+    before = shipped.read_bytes()
+    r = evaluate_model(EvalConfig(model="default", data_root=str(celeba_root), split="valid", limit=40,
+                                  calibrate="accuracy", subgroups=[], progress=False)).result
+    assert r["model"] == "default" and r["checkpoint"] == str(shipped)
+    # Calibrating a shipped model reports the thresholds but never rewrites the installed file.
+    assert r["calibration"]["saved"] is False and r["calibrated"] is not None
+    assert shipped.read_bytes() == before
+
+
+def test_shipped_default_model_beats_the_majority_baseline(celeba_root: Path) -> None:
+    from faceattr.checkpoint import shipped_models_dir
+    from faceattr.evaluate import EvalConfig, evaluate_model
+
+    shipped = shipped_models_dir() / "default.safetensors"
+    if not shipped.is_file():
+        pytest.skip(f"no shipped default model at {shipped} in this checkout yet")
+    r = evaluate_model(EvalConfig(model="default", data_root=str(celeba_root), split="valid", limit=200,
+                                  progress=False)).result
+    validate_schema(r)
+    baseline = np.mean([m["majority_baseline"] for m in r["per_attribute"].values()])
+    assert r["mean_accuracy"] > baseline + 0.02
+    assert r["mean_auc"] > 0.8
