@@ -66,6 +66,7 @@ def test_report_files_and_self_contained_html(report_dir: Path, evaluation: Any)
     assert not list(report_dir.parent.glob(".rep.*"))
 
 
+@pytest.mark.browser
 def test_report_renders_in_headless_chromium_with_every_image_loaded(report_dir: Path, tmp_path: Path) -> None:
     from PIL import Image
 
