@@ -169,7 +169,7 @@ def _check_type(value: Any, tp: Any, where: str) -> Any:
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise FaceattrError(f"config {where}: expected a table, got {value!r}")
-        return config_from_dict(tp, value, where)
+        return config_from_dict(tp, value, f"{where}.")
     return value
 
 

@@ -85,6 +85,10 @@ def register(sub: Any) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_run)
 
+    from faceattr.train.sweep import register as register_sweep
+
+    register_sweep(sub)
+
 
 def _run(args: argparse.Namespace) -> int:
     import json

@@ -1,0 +1,48 @@
+"""The typed config tree: TOML + flags, strict keys and types, round trip."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from faceattr.config import TrainConfig, load_config, save_config
+from faceattr.errors import FaceattrError
+
+
+def test_flags_override_the_file_and_the_result_round_trips(tmp_path: Path) -> None:
+    f = tmp_path / "c.toml"
+    f.write_text('epochs = 3\n[model]\nname = "resnet18"\nimage_size = [96, 80]\n[optim]\nlr = 0.1\n')
+    cfg = load_config(f, {"optim.lr": "0.01", "data.attributes": "Male Smiling", "epochs": None})
+    assert cfg.epochs == 3 and cfg.model.name == "resnet18" and cfg.model.image_size == [96, 80]
+    assert cfg.optim.lr == 0.01 and cfg.data.attributes == ["Male", "Smiling"]
+    assert load_config(save_config(cfg, tmp_path / "out.toml")) == cfg
+
+
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        ({"model.nme": "x"}, r"unknown key 'model.nme' \(did you mean name\?\)"),
+        ({"epocs": 2}, r"did you mean epochs"),
+        ({"epochs": "two"}, r"epochs: expected an integer"),
+        ({"model.pretrained": "maybe"}, r"expected true/false"),
+        ({"optim.lr": [1]}, r"expected a number"),
+    ],
+)
+def test_bad_keys_and_types_are_one_clear_error(overrides: dict, match: str) -> None:
+    with pytest.raises(FaceattrError, match=match):
+        load_config(None, overrides)
+
+
+def test_missing_or_broken_file(tmp_path: Path) -> None:
+    with pytest.raises(FaceattrError, match="not found"):
+        load_config(tmp_path / "nope.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("epochs = = 3")
+    with pytest.raises(FaceattrError, match="not valid TOML"):
+        load_config(bad)
+
+
+def test_shipped_default_recipe_loads() -> None:
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "default.toml")
+    assert isinstance(cfg, TrainConfig) and cfg.model.cache_frozen and cfg.data.holdout_fraction == 0.1
