@@ -29,6 +29,7 @@ __all__ = [
     "config_to_dict",
     "config_from_dict",
     "apply_overrides",
+    "parse_assignments",
 ]
 
 
@@ -201,6 +202,17 @@ def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str
             node = node.setdefault(p, {})
         node[last] = value
     return data
+
+
+def parse_assignments(items: list[str], flag: str = "--set") -> dict[str, str]:
+    """Parse repeated KEY=VALUE flag values into {dotted key: raw string} (types are checked later)."""
+    out: dict[str, str] = {}
+    for item in items:
+        if "=" not in item:
+            raise FaceattrError(f"{flag} expects KEY=VALUE, got '{item}'")
+        key, value = item.split("=", 1)
+        out[key.strip()] = value.strip()
+    return out
 
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:

@@ -94,16 +94,11 @@ def _run(args: argparse.Namespace) -> int:
     import json
     import logging
 
-    from faceattr.config import load_config
-    from faceattr.errors import FaceattrError
+    from faceattr.config import load_config, parse_assignments
     from faceattr.train import fit
 
     overrides: dict[str, Any] = {key: getattr(args, dest) for dest, key in _FLAG_KEYS.items()}
-    for item in args.set:
-        if "=" not in item:
-            raise FaceattrError(f"--set expects KEY=VALUE, got '{item}'")
-        k, v = item.split("=", 1)
-        overrides[k.strip()] = v.strip()
+    overrides.update(parse_assignments(args.set))
     if args.no_progress:
         overrides["progress"] = False
     config = args.config

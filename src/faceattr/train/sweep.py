@@ -367,14 +367,12 @@ def register(sub: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from faceattr.config import parse_assignments
+
     overrides: dict[str, Any] = {}
     if args.data_root:
         overrides["data.root"] = args.data_root
-    for item in args.set:
-        if "=" not in item:
-            raise FaceattrError(f"--set expects KEY=VALUE, got '{item}'")
-        key, value = item.split("=", 1)
-        overrides[key.strip()] = value.strip()
+    overrides.update(parse_assignments(args.set))
     if args.no_progress:
         overrides["progress"] = False
     sweep = load_sweep(args.grid, out=args.out, overrides=overrides,
