@@ -22,7 +22,9 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/pytest
 
+# Slow tests (a local Ray cluster): installs the ray extra first.
 test-slow: $(STAMP)
+	$(BIN)/pip install -q -e '.[dev,ray]'
 	$(BIN)/pytest -m slow
 
 clean:
