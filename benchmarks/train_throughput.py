@@ -31,11 +31,12 @@ def main() -> None:
     from faceattr.train import prepare_run, train_one_epoch
     from faceattr.train.loop import _make_optimizer
 
-    cfg = load_config(None, {
+    base = {
         "data.root": args.data_root, "data.limit": args.images, "data.val_split": "none",
         "model.name": args.model, "model.image_size": args.image_size, "batch_size": args.batch_size,
         "epochs": 1, "progress": False, "threads": args.threads, "data.workers": args.workers,
-    })
+    }
+    cfg = load_config(None, base)
     t0 = time.perf_counter()
     run = prepare_run(cfg)  # builds (or reopens) the decode-once cache
     t_cache = time.perf_counter() - t0
@@ -46,12 +47,7 @@ def main() -> None:
     ours = steps * args.batch_size / (time.perf_counter() - t0)
 
     # The CPU recipe of the default model: frozen first stages computed once (image + mirror).
-    cfg_frozen = load_config(None, {
-        "data.root": args.data_root, "data.limit": args.images, "data.val_split": "none",
-        "model.name": args.model, "model.image_size": args.image_size, "batch_size": args.batch_size,
-        "epochs": 1, "progress": False, "threads": args.threads, "data.workers": args.workers,
-        "model.finetune_stages": 2, "model.cache_frozen": True,
-    })
+    cfg_frozen = load_config(None, {**base, "model.finetune_stages": 2, "model.cache_frozen": True})
     t0 = time.perf_counter()
     run_f = prepare_run(cfg_frozen)
     t_features = time.perf_counter() - t0

@@ -138,7 +138,7 @@ def _cached(split: Any, pre: Any, cfg: TrainConfig) -> tuple[np.ndarray, np.ndar
     images, labels = cache.images, split.labels
     if not cache.valid.all():
         keep = np.flatnonzero(cache.valid)
-        logger.warning("%s: skipping %d unreadable image(s) of %d", split.split, len(cache.valid) - len(keep), len(keep) + (len(cache.valid) - len(keep)))
+        logger.warning("%s: skipping %d unreadable image(s) of %d", split.split, len(cache.valid) - len(keep), len(cache.valid))
         images, labels = images[keep], labels[keep]
     if len(labels) == 0:
         raise FaceattrError(f"no readable images in split '{split.split}' under {cfg.data.root}")
@@ -289,15 +289,24 @@ def _batches(n: int, batch_size: int, seed: int, epoch: int, start_step: int) ->
     """Yield (step_in_epoch, sorted indices) for one epoch's fixed permutation, from `start_step` on."""
     g = np.random.default_rng(_seed_for(seed, epoch))
     perm = g.permutation(n)
-    steps = n // batch_size if n >= batch_size else 1  # drop the ragged tail: BatchNorm dislikes tiny batches
+    steps = _steps_for(n, batch_size)
     for s in range(start_step, steps):
         # Sorted indices read the memory-mapped cache in file order; order within a batch is irrelevant.
         yield s, np.sort(perm[s * batch_size : (s + 1) * batch_size])
 
 
+def _steps_for(n: int, batch_size: int) -> int:
+    """Full batches per epoch: the ragged tail is dropped because BatchNorm dislikes tiny batches."""
+    return n // batch_size if n >= batch_size else 1
+
+
 def _steps_per_epoch(run: Run) -> int:
-    n = len(run.train_labels)
-    return n // run.cfg.batch_size if n >= run.cfg.batch_size else 1
+    return _steps_for(len(run.train_labels), run.cfg.batch_size)
+
+
+def _score(row: dict[str, Any]) -> float:
+    """What 'best' means: validation mean accuracy, or lowest training loss when there is no validation."""
+    return row.get("val_mean_accuracy", -row["train_loss"])
 
 
 def _total_steps(run: Run) -> int:
@@ -528,7 +537,7 @@ def fit(cfg: TrainConfig, *, resume: bool = False) -> Path:
                        "seconds": round(time.perf_counter() - t_ep, 2)}
             metrics.update(validate(run))
             run.history.append(metrics)
-            score = metrics.get("val_mean_accuracy", -train_loss)
+            score = _score(metrics)
             improved = score > best
             if improved:
                 best = score
@@ -543,7 +552,7 @@ def fit(cfg: TrainConfig, *, resume: bool = False) -> Path:
                 f"{metrics['val_mean_accuracy']:.4f}" if "val_mean_accuracy" in metrics else "-", ips,
             )
         train_time = prior_time + time.perf_counter() - t_start
-        best_row = max(run.history, key=lambda h: h.get("val_mean_accuracy", -h["train_loss"])) if run.history else {}
+        best_row = max(run.history, key=_score) if run.history else {}
         n_imgs = sum(h["images_per_s"] * h["seconds"] for h in run.history)
         summary.update(
             status="done", train_time_s=round(train_time, 2),
