@@ -23,6 +23,7 @@ __all__ = [
     "ModelConfig",
     "OptimConfig",
     "AugmentConfig",
+    "DistillConfig",
     "TrainConfig",
     "load_config",
     "save_config",
@@ -66,6 +67,9 @@ class ModelConfig:
     # image and its mirror) and train only the later stages. Many times faster on a CPU; the other
     # augmentations (crop, rotate, scale, color) cannot apply to cached features and are skipped.
     cache_frozen: bool = False
+    # Start from these weights instead of ImageNet's: a checkpoint (file, run folder or shipped name) of
+    # the same architecture and attributes, e.g. to refine a model by distillation. "": no.
+    init_from: str = ""
 
 
 @dataclass
@@ -94,6 +98,17 @@ class AugmentConfig:
 
 
 @dataclass
+class DistillConfig:
+    """Knowledge distillation: train towards the averaged predictions of teacher models."""
+
+    # Checkpoints (files, run folders or shipped names) whose logits, averaged, give soft targets.
+    # Empty: no distillation, the targets are the labels.
+    teachers: list[str] = field(default_factory=list)
+    weight: float = 0.5  # target = (1 - weight) * label + weight * teacher probability
+    flip: bool = True  # each teacher predicts on the image and its mirror (averaged logits)
+
+
+@dataclass
 class TrainConfig:
     """Everything one training run needs."""
 
@@ -101,6 +116,7 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
     loss: str = "bce"  # bce | bce_weighted | ce (one attribute, two-class softmax)
     label_smoothing: float = 0.0
     epochs: int = 5

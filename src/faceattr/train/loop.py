@@ -91,6 +91,7 @@ class Run:
     history: list[dict[str, Any]] = field(default_factory=list)
     frozen_prefix: int = 0  # stages whose outputs are cached in `train_features` (cache_frozen)
     train_features: np.ndarray | None = None  # float16 [views, N, C, h, w]; view 1 = mirrored image
+    train_targets: np.ndarray | None = None  # float32 [N, A] soft targets (distillation); None: the labels
 
 
 def _build_criterion(cfg: TrainConfig, labels: np.ndarray, device: torch.device) -> tuple[nn.Module, torch.Tensor | None]:
@@ -129,20 +130,21 @@ def _load_split(cfg: TrainConfig, split: str, limit: int) -> Any:
     )
 
 
-def _cached(split: Any, pre: Any, cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Decode a split once into the uint8 cache; drop unreadable images (the cache logs them)."""
+def _cached(split: Any, pre: Any, cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Decode a split once into the uint8 cache; drop unreadable images; returns (images, labels, kept rows)."""
     from faceattr.data.cache import build_cache
 
     cache = build_cache(split.paths, pre, cache_dir=cfg.data.cache_dir or None, workers=cfg.data.workers,
                         progress=cfg.progress)
     images, labels = cache.images, split.labels
+    keep = np.arange(len(labels))
     if not cache.valid.all():
         keep = np.flatnonzero(cache.valid)
         logger.warning("%s: skipping %d unreadable image(s) of %d", split.split, len(cache.valid) - len(keep), len(cache.valid))
         images, labels = images[keep], labels[keep]
     if len(labels) == 0:
         raise FaceattrError(f"no readable images in split '{split.split}' under {cfg.data.root}")
-    return images, labels
+    return images, labels, keep
 
 
 def prepare_run(cfg: TrainConfig) -> Run:
@@ -166,23 +168,37 @@ def prepare_run(cfg: TrainConfig) -> Run:
     attributes = list(train_split.attributes)
     if cfg.loss == "ce" and len(attributes) != 1:
         raise FaceattrError(f"loss 'ce' (two-class softmax) trains one attribute; got {len(attributes)}: pass exactly one with --attributes")
-    train_images, train_labels = _cached(train_split, pre, cfg)
+    if cfg.distill.teachers and cfg.loss == "ce":
+        raise FaceattrError("distillation trains towards teacher probabilities with BCE; use loss 'bce' or 'bce_weighted', not 'ce'")
+    train_images, train_labels, kept = _cached(train_split, pre, cfg)
     val_images = val_labels = None
     if cfg.data.val_split != "none":
         val_split = _load_split(cfg, cfg.data.val_split, cfg.data.val_limit)
-        val_images, val_labels = _cached(val_split, pre, cfg)
+        val_images, val_labels, _ = _cached(val_split, pre, cfg)
+    train_targets = None
+    if cfg.distill.teachers:
+        from faceattr.train.distill import soft_targets
+
+        paths = [train_split.paths[i] for i in kept]
+        train_targets = soft_targets(cfg, paths, np.asarray(train_labels, dtype=np.float32), attributes, device,
+                                     Path(cfg.out))
 
     criterion, pos_weight = _build_criterion(cfg, train_labels, device)
     torch.manual_seed(cfg.seed)  # the head's (and a scratch backbone's) initial weights
     output = "softmax" if cfg.loss == "ce" else "sigmoid"
     num_outputs = 2 if output == "softmax" else len(attributes)
-    model = create_model(cfg.model.name, num_outputs=num_outputs, pretrained=cfg.model.pretrained,
+    # A warm start replaces the ImageNet weights, so don't load them first.
+    model = create_model(cfg.model.name, num_outputs=num_outputs, pretrained=cfg.model.pretrained and not cfg.model.init_from,
                          hidden=cfg.model.hidden, dropout=cfg.model.dropout).to(device)
+    if cfg.model.init_from:
+        from faceattr.train.distill import load_initial_weights
+
+        load_initial_weights(model, cfg.model.init_from, cfg.model.name, attributes, output)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     run = Run(cfg=cfg, out=Path(cfg.out), device=device, model=model, attributes=attributes, output=output,
               preprocess=pre, train_images=train_images, train_labels=train_labels, val_images=val_images,
-              val_labels=val_labels, criterion=criterion, pos_weight=pos_weight)
+              val_labels=val_labels, criterion=criterion, pos_weight=pos_weight, train_targets=train_targets)
     if cfg.model.cache_frozen:
         _cache_frozen_features(run)
     return run
@@ -246,7 +262,7 @@ def _make_optimizer(run: Run, phase_frozen: bool) -> torch.optim.Optimizer:
     cfg = run.cfg
     if run.train_features is None:  # with cached features the split was fixed when caching
         set_trainable(run.model, 0 if phase_frozen else cfg.model.finetune_stages)  # type: ignore[arg-type]
-    mult = cfg.model.finetune_lr_mult if cfg.model.pretrained else 1.0
+    mult = cfg.model.finetune_lr_mult if cfg.model.pretrained or cfg.model.init_from else 1.0
     groups = param_groups(run.model, lr=cfg.optim.lr, backbone_lr_mult=mult,  # type: ignore[arg-type]
                           weight_decay=cfg.optim.weight_decay)
     for g in groups:
@@ -378,7 +394,8 @@ def train_one_epoch(
             step_seed = _seed_for(cfg.seed, epoch, step)
             torch.manual_seed(step_seed)  # dropout draws: reproducible on resume
             gen = torch.Generator().manual_seed(step_seed)
-            y = torch.from_numpy(np.asarray(run.train_labels[idx], dtype=np.float32))
+            targets = run.train_labels if run.train_targets is None else run.train_targets
+            y = torch.from_numpy(np.asarray(targets[idx], dtype=np.float32))
             y = _targets(y.to(device), cfg.loss, cfg.label_smoothing)
             if run.train_features is not None:
                 view = torch.randint(0, run.train_features.shape[0], (len(idx),), generator=gen).numpy()
