@@ -23,6 +23,7 @@ __all__ = [
     "ModelConfig",
     "OptimConfig",
     "AugmentConfig",
+    "BalanceConfig",
     "DistillConfig",
     "TrainConfig",
     "load_config",
@@ -106,6 +107,22 @@ class DistillConfig:
     teachers: list[str] = field(default_factory=list)
     weight: float = 0.5  # target = (1 - weight) * label + weight * teacher probability
     flip: bool = True  # each teacher predicts on the image and its mirror (averaged logits)
+    # Attributes that keep their plain labels, e.g. one whose teachers lean on a shortcut.
+    exclude: list[str] = field(default_factory=list)
+
+
+@dataclass
+class BalanceConfig:
+    """Reweight one attribute's loss so that groups formed with other attributes count equally.
+
+    CelebA couples Male with make-up: a model that learns "no lipstick means male" calls women
+    without make-up men. With attribute="Male", by=["Wearing_Lipstick"], each of the four
+    (Male, Wearing_Lipstick) cells gets the same total weight in the Male loss term.
+    """
+
+    attribute: str = ""  # "": off
+    by: list[str] = field(default_factory=list)
+    max_weight: float = 10.0  # cap per image (a cell of 39 images must not dominate), before renormalising
 
 
 @dataclass
@@ -117,6 +134,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    balance: BalanceConfig = field(default_factory=BalanceConfig)
     loss: str = "bce"  # bce | bce_weighted | ce (one attribute, two-class softmax)
     label_smoothing: float = 0.0
     epochs: int = 5

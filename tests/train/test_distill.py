@@ -14,7 +14,7 @@ from faceattr.checkpoint import load_tensors
 from faceattr.config import TrainConfig
 from faceattr.errors import FaceattrError
 from faceattr.train import fit
-from faceattr.train.distill import TARGETS_FILE
+from faceattr.train.distill import teacher_cache_path
 from faceattr.train.loop import prepare_run
 
 
@@ -49,8 +49,23 @@ def test_soft_targets_mix_labels_and_teacher(tiny_cfg: TrainConfig, teacher: Pat
     assert 0.0 < teacher_p.min() and teacher_p.max() < 1.0
     # The teacher learned something: it agrees with the labels far above chance on Male.
     assert ((teacher_p[:, 0] >= 0.5) == (y[:, 0] == 1)).mean() > 0.6
-    cached = load_file(str(Path(cfg.out) / TARGETS_FILE))["logits"]
+    path, _ = teacher_cache_path(cfg, _train_paths(cfg), run.attributes)
+    cached = load_file(str(path))["logits"]
     np.testing.assert_allclose(1 / (1 + np.exp(-cached.astype(np.float64))), teacher_p, atol=1e-5)
+
+
+def _train_paths(cfg: TrainConfig) -> list[str]:
+    from faceattr.train.loop import _load_split
+
+    return list(_load_split(cfg, cfg.data.train_split, cfg.data.limit).paths)
+
+
+def test_excluded_attributes_keep_their_labels(tiny_cfg: TrainConfig, teacher: Path) -> None:
+    run = prepare_run(_with(tiny_cfg, distill_teachers=[str(teacher)], distill_exclude=["Male"]))
+    y, t = np.asarray(run.train_labels, dtype=np.float32), run.train_targets
+    assert t is not None
+    np.testing.assert_array_equal(t[:, run.attributes.index("Male")], y[:, run.attributes.index("Male")])
+    assert not np.array_equal(t[:, run.attributes.index("Smiling")], y[:, run.attributes.index("Smiling")])
 
 
 def test_distilled_run_trains_and_reuses_teacher_predictions(tiny_cfg: TrainConfig, teacher: Path,
@@ -58,7 +73,7 @@ def test_distilled_run_trains_and_reuses_teacher_predictions(tiny_cfg: TrainConf
     cfg = _with(tiny_cfg, distill_teachers=[str(teacher), str(teacher)], distill_weight=0.7, model_init_from=str(teacher))
     cfg = dataclasses.replace(cfg, epochs=1, max_steps=2)
     out = fit(cfg)
-    assert (out / "best.safetensors").is_file() and (out / TARGETS_FILE).is_file()
+    assert (out / "best.safetensors").is_file()
     caplog.set_level("INFO", logger="faceattr")
     fit(dataclasses.replace(cfg, epochs=2, max_steps=4), resume=True)
     assert any("reusing teacher predictions" in r.getMessage() for r in caplog.records)
@@ -77,11 +92,12 @@ def test_init_from_copies_the_weights(tiny_cfg: TrainConfig, teacher: Path) -> N
         ({"distill_teachers": ["nowhere/missing.safetensors"]}, "checkpoint not found"),
         ({"distill_weight": 1.5}, r"distill.weight must be within \[0, 1\]"),
         ({"model_init_from": "nowhere/missing.safetensors"}, "checkpoint not found"),
+        ({"distill_exclude": ["Bald"]}, "distill.exclude names Bald"),
     ],
 )
 def test_bad_distill_settings_are_one_clear_error(tiny_cfg: TrainConfig, teacher: Path, changes: dict, match: str) -> None:
     changes = {k: v for k, v in changes.items()}
-    if "distill_weight" in changes:
+    if "distill_weight" in changes or "distill_exclude" in changes:
         changes["distill_teachers"] = [str(teacher)]
     with pytest.raises(FaceattrError, match=match):
         prepare_run(_with(tiny_cfg, **changes))

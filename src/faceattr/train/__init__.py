@@ -7,7 +7,14 @@ from typing import TYPE_CHECKING, Any
 __all__ = ["fit", "train_one_epoch", "validate", "prepare_run", "lr_factor", "Run"]
 
 if TYPE_CHECKING:
-    from faceattr.train.loop import Run, fit, lr_factor, prepare_run, train_one_epoch, validate
+    from faceattr.train.loop import (
+        Run,
+        fit,
+        lr_factor,
+        prepare_run,
+        train_one_epoch,
+        validate,
+    )
 
 
 def __getattr__(name: str) -> Any:

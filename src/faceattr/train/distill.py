@@ -1,13 +1,16 @@
 """Knowledge distillation and warm starts: soft targets from teacher checkpoints, weights from a checkpoint.
 
 Teachers predict once on every training image (and its mirror), their logits are averaged and the
-result is stored in the run folder (``teacher_targets.safetensors``) so a resumed run reuses it. The
+result is stored in the decode cache folder (``teachers-<hash>.safetensors``, keyed by the teacher
+files and the images) so a resumed run, or another run with the same teachers, reuses it. The
 training target becomes ``(1 - weight) * label + weight * teacher probability``, which BCE accepts
 as it is: soft targets also damp CelebA's label noise (one person labelled Male in 5 of 30 photos).
+Attributes in ``distill.exclude`` keep their labels.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Sequence
@@ -27,11 +30,9 @@ from faceattr.checkpoint import (
 from faceattr.config import TrainConfig
 from faceattr.errors import FaceattrError
 
-__all__ = ["teacher_logits", "soft_targets", "load_initial_weights"]
+__all__ = ["load_initial_weights", "soft_targets", "teacher_cache_path", "teacher_logits"]
 
 logger = logging.getLogger(__name__)
-
-TARGETS_FILE = "teacher_targets.safetensors"
 
 
 def _check_teacher(path: Path, meta: dict[str, Any], attributes: Sequence[str], cfg: TrainConfig) -> list[int]:
@@ -96,17 +97,34 @@ def teacher_logits(
     return (total / len(teachers)).astype(np.float32)
 
 
+def teacher_cache_path(cfg: TrainConfig, paths: Sequence[str], attributes: Sequence[str]) -> tuple[Path, str]:
+    """Where the teachers' predictions for these images are cached, and the key stored with them."""
+    from faceattr.data.cache import default_cache_dir
+
+    teachers = []
+    for t in cfg.distill.teachers:
+        p = resolve_checkpoint(t).resolve()
+        st = p.stat()
+        teachers.append([str(p), st.st_size, st.st_mtime_ns])  # a retrained teacher invalidates the cache
+    images = hashlib.blake2b("\n".join(map(str, paths)).encode(), digest_size=16).hexdigest()
+    key = json.dumps({"teachers": teachers, "flip": cfg.distill.flip, "attributes": list(attributes), "images": images})
+    folder = Path(cfg.data.cache_dir).expanduser() if cfg.data.cache_dir else default_cache_dir()
+    return folder / f"teachers-{hashlib.blake2b(key.encode(), digest_size=10).hexdigest()}.safetensors", key
+
+
 def soft_targets(cfg: TrainConfig, paths: Sequence[str], labels: np.ndarray, attributes: Sequence[str],
-                 device: torch.device, out: Path) -> np.ndarray:
-    """Training targets mixing `labels` with the teachers' probabilities; cached in the run folder."""
+                 device: torch.device) -> np.ndarray:
+    """Training targets mixing `labels` with the teachers' probabilities (computed once, then cached)."""
     from safetensors.numpy import load_file, save_file
 
     w = cfg.distill.weight
     if not 0.0 <= w <= 1.0:
         raise FaceattrError(f"distill.weight must be within [0, 1], got {w}")
-    key = json.dumps({"teachers": [str(resolve_checkpoint(t).resolve()) for t in cfg.distill.teachers],
-                      "flip": cfg.distill.flip, "attributes": list(attributes), "n": len(paths)})
-    cached = out / TARGETS_FILE
+    unknown = [a for a in cfg.distill.exclude if a not in attributes]
+    if unknown:
+        raise FaceattrError(f"distill.exclude names {', '.join(unknown)}, which this run does not train; "
+                            f"choose from its attributes")
+    cached, key = teacher_cache_path(cfg, paths, attributes)
     logits = None
     if cached.is_file():
         from safetensors import safe_open
@@ -117,14 +135,16 @@ def soft_targets(cfg: TrainConfig, paths: Sequence[str], labels: np.ndarray, att
                 logger.info("distill: reusing teacher predictions from %s", cached)
     if logits is None:
         logits = teacher_logits(cfg.distill.teachers, paths, attributes, cfg, device)
-        out.mkdir(parents=True, exist_ok=True)
+        cached.parent.mkdir(parents=True, exist_ok=True)
         tmp = cached.with_name(f".{cached.name}.tmp")
         save_file({"logits": logits}, str(tmp), metadata={"key": key})
         tmp.replace(cached)
     probs = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
     agree = float(((probs >= 0.5) == (labels > 0.5)).mean())
     logger.info("distill: teachers agree with the labels on %.4f of training targets; weight %.2f", agree, w)
-    return ((1.0 - w) * labels + w * probs).astype(np.float32)
+    weight = np.full(len(attributes), w)
+    weight[[list(attributes).index(a) for a in cfg.distill.exclude]] = 0.0
+    return ((1.0 - weight) * labels + weight * probs).astype(np.float32)
 
 
 def load_initial_weights(model: nn.Module, name: str, model_name: str, attributes: Sequence[str], output: str) -> Path:

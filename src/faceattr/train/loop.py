@@ -92,6 +92,8 @@ class Run:
     frozen_prefix: int = 0  # stages whose outputs are cached in `train_features` (cache_frozen)
     train_features: np.ndarray | None = None  # float16 [views, N, C, h, w]; view 1 = mirrored image
     train_targets: np.ndarray | None = None  # float32 [N, A] soft targets (distillation); None: the labels
+    balance_column: int = -1  # attribute whose loss term is group-balanced (balance.attribute)
+    balance_weights: np.ndarray | None = None  # float32 [N] weights of that term, mean 1
 
 
 def _build_criterion(cfg: TrainConfig, labels: np.ndarray, device: torch.device) -> tuple[nn.Module, torch.Tensor | None]:
@@ -180,9 +182,15 @@ def prepare_run(cfg: TrainConfig) -> Run:
         from faceattr.train.distill import soft_targets
 
         paths = [train_split.paths[i] for i in kept]
-        train_targets = soft_targets(cfg, paths, np.asarray(train_labels, dtype=np.float32), attributes, device,
-                                     Path(cfg.out))
+        train_targets = soft_targets(cfg, paths, np.asarray(train_labels, dtype=np.float32), attributes, device)
 
+    balance_column, balance_weights = -1, None
+    if cfg.balance.attribute:
+        if cfg.loss == "ce":
+            raise FaceattrError("balance reweights one attribute of a multi-label (BCE) loss; use loss 'bce' or 'bce_weighted'")
+        from faceattr.train.balance import group_weights
+
+        balance_column, balance_weights = group_weights(np.asarray(train_labels), attributes, cfg.balance)
     criterion, pos_weight = _build_criterion(cfg, train_labels, device)
     torch.manual_seed(cfg.seed)  # the head's (and a scratch backbone's) initial weights
     output = "softmax" if cfg.loss == "ce" else "sigmoid"
@@ -198,7 +206,8 @@ def prepare_run(cfg: TrainConfig) -> Run:
         model = model.to(memory_format=torch.channels_last)
     run = Run(cfg=cfg, out=Path(cfg.out), device=device, model=model, attributes=attributes, output=output,
               preprocess=pre, train_images=train_images, train_labels=train_labels, val_images=val_images,
-              val_labels=val_labels, criterion=criterion, pos_weight=pos_weight, train_targets=train_targets)
+              val_labels=val_labels, criterion=criterion, pos_weight=pos_weight, train_targets=train_targets,
+              balance_column=balance_column, balance_weights=balance_weights)
     if cfg.model.cache_frozen:
         _cache_frozen_features(run)
     return run
@@ -254,6 +263,16 @@ def _forward_from_features(run: Run, f: torch.Tensor) -> torch.Tensor:
     for stage in model.stages[run.frozen_prefix :]:  # type: ignore[attr-defined]
         f = stage(f)
     return model.head(model.backbone.pool(f))  # type: ignore[attr-defined,operator]
+
+
+def _train_loss(run: Run, logits: torch.Tensor, y: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
+    """The criterion, with one attribute's term reweighted per image when balance is on."""
+    if run.balance_weights is None:
+        return run.criterion(logits, y)
+    per = nn.functional.binary_cross_entropy_with_logits(logits, y, pos_weight=run.pos_weight, reduction="none")
+    w = torch.ones_like(per)
+    w[:, run.balance_column] = torch.from_numpy(run.balance_weights[idx]).to(per.device)
+    return (per * w).mean()
 
 
 def _make_optimizer(run: Run, phase_frozen: bool) -> torch.optim.Optimizer:
@@ -408,9 +427,9 @@ def train_one_epoch(
             if device.type == "cuda":
                 x = x.contiguous(memory_format=torch.channels_last)
                 with torch.autocast("cuda", dtype=torch.bfloat16):
-                    loss = run.criterion(forward(x).float(), y)
+                    loss = _train_loss(run, forward(x).float(), y, idx)
             else:
-                loss = run.criterion(forward(x), y)
+                loss = _train_loss(run, forward(x), y, idx)
             if not torch.isfinite(loss):
                 raise FaceattrError(
                     f"loss became {float(loss.detach())} at epoch {epoch + 1} step {step + 1}; lower the learning rate "

@@ -47,11 +47,10 @@ import logging
 import os
 import re
 import time
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from faceattr.errors import FaceattrError, did_you_mean
 
