@@ -43,6 +43,17 @@ def test_missing_or_broken_file(tmp_path: Path) -> None:
         load_config(bad)
 
 
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
 def test_shipped_default_recipe_loads() -> None:
-    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "default.toml")
-    assert isinstance(cfg, TrainConfig) and cfg.model.cache_frozen and cfg.data.holdout_fraction == 0.1
+    cfg = load_config(CONFIGS / "default.toml")
+    assert isinstance(cfg, TrainConfig) and cfg.model.pretrained and cfg.model.finetune_stages == -1
+    assert cfg.data.holdout_fraction == 0.1 and cfg.data.val_split == "holdout" and cfg.out == "runs/default"
+
+
+@pytest.mark.parametrize("path", sorted((CONFIGS / "candidates").glob("*.toml")), ids=lambda p: p.stem)
+def test_candidate_recipes_load_and_write_their_own_run(path: Path) -> None:
+    cfg = load_config(path)
+    assert cfg.out == f"runs/{path.stem}"  # one folder per recipe: no candidate overwrites another
+    assert all(t.startswith("runs/") for t in cfg.distill.teachers)
