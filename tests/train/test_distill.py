@@ -11,7 +11,7 @@ import torch
 from safetensors.numpy import load_file
 
 from faceattr.checkpoint import load_tensors
-from faceattr.config import TrainConfig
+from faceattr.config import BalanceConfig, TrainConfig
 from faceattr.errors import FaceattrError
 from faceattr.train import fit
 from faceattr.train.distill import teacher_cache_path
@@ -116,3 +116,26 @@ def test_teacher_that_may_have_seen_the_holdout_is_refused(tiny_cfg: TrainConfig
     data = dataclasses.replace(tiny_cfg.data, holdout_fraction=0.1, val_split="holdout")
     with pytest.raises(FaceattrError, match="may have seen this holdout"):
         prepare_run(_with(dataclasses.replace(tiny_cfg, data=data), distill_teachers=[str(teacher)]))
+    # Also when a run that validated elsewhere has already cached these teachers' predictions on the
+    # same training images: the cache must not skip the check.
+    elsewhere = dataclasses.replace(data, val_split="valid")
+    first = _with(dataclasses.replace(tiny_cfg, data=elsewhere), distill_teachers=[str(teacher)])
+    prepare_run(first)
+    assert teacher_cache_path(first, _train_paths(first), list(first.data.attributes))[0].is_file()
+    with pytest.raises(FaceattrError, match="may have seen this holdout"):
+        prepare_run(_with(dataclasses.replace(tiny_cfg, data=data), distill_teachers=[str(teacher)]))
+
+
+def test_bce_only_settings_refuse_ce_before_decoding(tiny_cfg: TrainConfig, teacher: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import faceattr.data.cache as cache
+
+    def no_decoding(*args: object, **kwargs: object) -> None:
+        raise AssertionError("images were decoded before the settings were checked")
+
+    monkeypatch.setattr(cache, "build_cache", no_decoding)
+    one = dataclasses.replace(tiny_cfg, loss="ce", data=dataclasses.replace(tiny_cfg.data, attributes=["Male"]))
+    with pytest.raises(FaceattrError, match="distillation trains towards teacher probabilities with BCE"):
+        prepare_run(_with(one, distill_teachers=[str(teacher)]))
+    with pytest.raises(FaceattrError, match=r"balance reweights one attribute of a multi-label \(BCE\) loss"):
+        prepare_run(dataclasses.replace(one, balance=BalanceConfig(attribute="Male", by=["Male"])))

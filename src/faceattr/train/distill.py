@@ -56,24 +56,26 @@ def _check_teacher(path: Path, meta: dict[str, Any], attributes: Sequence[str], 
     return [have.index(a) for a in attributes]
 
 
-def teacher_logits(
-    teachers: Sequence[str],
-    paths: Sequence[str],
-    attributes: Sequence[str],
-    cfg: TrainConfig,
-    device: torch.device,
-) -> np.ndarray:
-    """Average logits [N, A] of `teachers` on the images at `paths`, columns ordered as `attributes`."""
+def _checked_teachers(cfg: TrainConfig, attributes: Sequence[str]) -> list[tuple[Path, list[int]]]:
+    """Resolve cfg.distill.teachers and check each one (metadata only); returns (path, columns) pairs."""
+    if not cfg.distill.teachers:
+        raise FaceattrError("distill.teachers is empty; name at least one teacher checkpoint")
+    checked = []
+    for name in cfg.distill.teachers:
+        path = resolve_checkpoint(name)
+        checked.append((path, _check_teacher(path, read_metadata(path), attributes, cfg)))
+    return checked
+
+
+def _predict_teachers(teachers: Sequence[tuple[Path, list[int]]], paths: Sequence[str], cfg: TrainConfig,
+                      device: torch.device) -> np.ndarray:
+    """Average logits of checked `teachers` (from `_checked_teachers`) on the images at `paths`."""
     from faceattr.data.cache import build_cache
     from faceattr.data.transforms import Preprocess, normalize_batch
     from faceattr.runtime import predict_logits
 
-    if not teachers:
-        raise FaceattrError("distill.teachers is empty; name at least one teacher checkpoint")
-    total = np.zeros((len(paths), len(attributes)), dtype=np.float64)
-    for name in teachers:
-        path = resolve_checkpoint(name)
-        columns = _check_teacher(path, read_metadata(path), attributes, cfg)
+    total = np.zeros((len(paths), len(teachers[0][1])), dtype=np.float64)
+    for path, columns in teachers:
         model, meta = load_checkpoint(path, device=str(device))
         pre = Preprocess.from_dict(meta["preprocess"])
         cache = build_cache(list(paths), pre, cache_dir=cfg.data.cache_dir or None, workers=cfg.data.workers,
@@ -97,19 +99,29 @@ def teacher_logits(
     return (total / len(teachers)).astype(np.float32)
 
 
-def teacher_cache_path(cfg: TrainConfig, paths: Sequence[str], attributes: Sequence[str]) -> tuple[Path, str]:
-    """Where the teachers' predictions for these images are cached, and the key stored with them."""
+def teacher_logits(paths: Sequence[str], attributes: Sequence[str], cfg: TrainConfig, device: torch.device) -> np.ndarray:
+    """Average logits [N, A] of cfg.distill.teachers on the images at `paths`, columns ordered as `attributes`."""
+    return _predict_teachers(_checked_teachers(cfg, attributes), paths, cfg, device)
+
+
+def _cache_location(cfg: TrainConfig, teachers: Sequence[Path], paths: Sequence[str],
+                    attributes: Sequence[str]) -> tuple[Path, str]:
     from faceattr.data.cache import default_cache_dir
 
-    teachers = []
-    for t in cfg.distill.teachers:
-        p = resolve_checkpoint(t).resolve()
+    stamps = []
+    for t in teachers:
+        p = t.resolve()
         st = p.stat()
-        teachers.append([str(p), st.st_size, st.st_mtime_ns])  # a retrained teacher invalidates the cache
+        stamps.append([str(p), st.st_size, st.st_mtime_ns])  # a retrained teacher invalidates the cache
     images = hashlib.blake2b("\n".join(map(str, paths)).encode(), digest_size=16).hexdigest()
-    key = json.dumps({"teachers": teachers, "flip": cfg.distill.flip, "attributes": list(attributes), "images": images})
+    key = json.dumps({"teachers": stamps, "flip": cfg.distill.flip, "attributes": list(attributes), "images": images})
     folder = Path(cfg.data.cache_dir).expanduser() if cfg.data.cache_dir else default_cache_dir()
     return folder / f"teachers-{hashlib.blake2b(key.encode(), digest_size=10).hexdigest()}.safetensors", key
+
+
+def teacher_cache_path(cfg: TrainConfig, paths: Sequence[str], attributes: Sequence[str]) -> tuple[Path, str]:
+    """Where the teachers' predictions for these images are cached, and the key stored with them."""
+    return _cache_location(cfg, [resolve_checkpoint(t) for t in cfg.distill.teachers], paths, attributes)
 
 
 def soft_targets(cfg: TrainConfig, paths: Sequence[str], labels: np.ndarray, attributes: Sequence[str],
@@ -124,7 +136,9 @@ def soft_targets(cfg: TrainConfig, paths: Sequence[str], labels: np.ndarray, att
     if unknown:
         raise FaceattrError(f"distill.exclude names {', '.join(unknown)}, which this run does not train; "
                             f"choose from its attributes")
-    cached, key = teacher_cache_path(cfg, paths, attributes)
+    # Checked on every run, cache hit or not: the holdout check depends on this run's settings.
+    teachers = _checked_teachers(cfg, attributes)
+    cached, key = _cache_location(cfg, [path for path, _ in teachers], paths, attributes)
     logits = None
     if cached.is_file():
         from safetensors import safe_open
@@ -134,7 +148,7 @@ def soft_targets(cfg: TrainConfig, paths: Sequence[str], labels: np.ndarray, att
                 logits = load_file(str(cached))["logits"]
                 logger.info("distill: reusing teacher predictions from %s", cached)
     if logits is None:
-        logits = teacher_logits(cfg.distill.teachers, paths, attributes, cfg, device)
+        logits = _predict_teachers(teachers, paths, cfg, device)
         cached.parent.mkdir(parents=True, exist_ok=True)
         tmp = cached.with_name(f".{cached.name}.tmp")
         save_file({"logits": logits}, str(tmp), metadata={"key": key})

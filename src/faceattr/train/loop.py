@@ -170,8 +170,11 @@ def prepare_run(cfg: TrainConfig) -> Run:
     attributes = list(train_split.attributes)
     if cfg.loss == "ce" and len(attributes) != 1:
         raise FaceattrError(f"loss 'ce' (two-class softmax) trains one attribute; got {len(attributes)}: pass exactly one with --attributes")
+    # Refused before the images are decoded: both need a multi-label (BCE) loss.
     if cfg.distill.teachers and cfg.loss == "ce":
         raise FaceattrError("distillation trains towards teacher probabilities with BCE; use loss 'bce' or 'bce_weighted', not 'ce'")
+    if cfg.balance.attribute and cfg.loss == "ce":
+        raise FaceattrError("balance reweights one attribute of a multi-label (BCE) loss; use loss 'bce' or 'bce_weighted'")
     train_images, train_labels, kept = _cached(train_split, pre, cfg)
     val_images = val_labels = None
     if cfg.data.val_split != "none":
@@ -186,8 +189,6 @@ def prepare_run(cfg: TrainConfig) -> Run:
 
     balance_column, balance_weights = -1, None
     if cfg.balance.attribute:
-        if cfg.loss == "ce":
-            raise FaceattrError("balance reweights one attribute of a multi-label (BCE) loss; use loss 'bce' or 'bce_weighted'")
         from faceattr.train.balance import group_weights
 
         balance_column, balance_weights = group_weights(np.asarray(train_labels), attributes, cfg.balance)
