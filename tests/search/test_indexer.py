@@ -42,6 +42,33 @@ def check_consistent(index: Path) -> None:
     con.close()
 
 
+def committed_files(index: Path) -> int:
+    """Files committed to `index` so far (0 before its schema exists), read while another process writes."""
+    if not index.exists():
+        return 0
+    try:
+        con = sqlite3.connect(index, timeout=1)
+        try:
+            return con.execute("SELECT COUNT(*) FROM files").fetchone()[0]
+        finally:
+            con.close()
+    except sqlite3.OperationalError:  # schema not there yet
+        return 0
+
+
+def kill_after_commits(proc: subprocess.Popen, index: Path, at_least: int, timeout: float) -> None:
+    """SIGKILL the indexing `proc` once `index` holds `at_least` files; fail if it ends before that."""
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and proc.poll() is None and committed_files(index) < at_least:
+            time.sleep(0.02)
+        assert proc.poll() is None, f"indexer ended before it could be killed: {proc.communicate()[1].decode()[-2000:]}"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+
+
 def test_every_file_lands_with_its_faces_or_its_status(dataset: tuple[Path, dict], tmp_path: Path, fake_model: FakeModel) -> None:
     root, truth = dataset
     stats = build_index(root, tmp_path / "i.sqlite", fake_model, batch_size=8, progress=False)
@@ -168,25 +195,7 @@ def test_kill_during_indexing_then_rerun_gives_a_complete_consistent_index(datas
     index = tmp_path / "i.sqlite"
     code = KILL_SCRIPT.format(tests=str(TESTS), root=str(root), index=str(index))
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    committed = 0
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and proc.poll() is None:
-            if index.exists():
-                try:
-                    con = sqlite3.connect(index, timeout=1)
-                    committed = con.execute("SELECT COUNT(*) FROM files").fetchone()[0]
-                    con.close()
-                except sqlite3.OperationalError:  # schema not there yet
-                    committed = 0
-            if committed >= 12:
-                break
-            time.sleep(0.02)
-        assert proc.poll() is None, f"indexer ended before it could be killed: {proc.communicate()[1].decode()[-2000:]}"
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        proc.kill()
-        proc.wait(timeout=30)
+    kill_after_commits(proc, index, 12, timeout=60)
     assert proc.returncode == -signal.SIGKILL
     check_consistent(index)
     with IndexStore(index) as store:

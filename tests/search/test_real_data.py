@@ -7,11 +7,8 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +17,7 @@ import pytest
 
 from faceattr.search import IndexStore, build_index, probe_vector, search
 
-from .test_indexer import check_consistent
+from .test_indexer import check_consistent, kill_after_commits
 
 SAMPLES = Path(__file__).resolve().parents[2] / "src" / "faceattr" / "assets" / "samples"
 
@@ -137,22 +134,7 @@ def test_killed_cli_run_resumes_to_a_complete_index(tmp_path: Path, celeba_root:
     model = os.environ.get("FACEATTR_TEST_MODEL", "default")
     cmd = [sys.executable, "-m", "faceattr.cli", "-q", "index", str(root), "--out", str(index), "--batch-size", "8", "--model", model]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 120
-        done = 0
-        while time.monotonic() < deadline and proc.poll() is None and done < 16:
-            if index.exists():
-                try:
-                    with sqlite3.connect(index, timeout=1) as con:
-                        done = con.execute("SELECT COUNT(*) FROM files").fetchone()[0]
-                except sqlite3.OperationalError:
-                    pass
-            time.sleep(0.05)
-        assert proc.poll() is None, f"the run ended before the kill: {proc.communicate()[1].decode()[-2000:]}"
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        proc.kill()
-        proc.wait(timeout=30)
+    kill_after_commits(proc, index, 16, timeout=120)
     check_consistent(index)
     with IndexStore(index) as store:
         partial = store.counts()["files"]
