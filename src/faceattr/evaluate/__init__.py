@@ -11,8 +11,9 @@ package (and the CLI) stays cheap.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from faceattr._lazy import lazy_exports
 
 __all__ = [
     "EVAL_SCHEMA",
@@ -70,12 +71,4 @@ if TYPE_CHECKING:
     from faceattr.evaluate.schema import EVAL_SCHEMA
 
 
-def __getattr__(name: str) -> Any:
-    """Import the submodule holding `name` on first access (keeps `faceattr --help` fast)."""
-    if name in _WHERE:
-        return getattr(importlib.import_module(f"faceattr.evaluate.{_WHERE[name]}"), name)
-    raise AttributeError(f"module 'faceattr.evaluate' has no attribute '{name}'")
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE)

@@ -11,8 +11,9 @@ loaded on first use, so importing the package (and the CLI) stays cheap.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from faceattr._lazy import lazy_exports
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -85,12 +86,4 @@ if TYPE_CHECKING:
     from faceattr.search.store import FaceRow, IndexStore, ModelIdentity, safe_join
 
 
-def __getattr__(name: str) -> Any:
-    """Import the submodule holding `name` on first access (keeps `faceattr --help` fast)."""
-    if name in _WHERE:
-        return getattr(importlib.import_module(f"faceattr.search.{_WHERE[name]}"), name)
-    raise AttributeError(f"module 'faceattr.search' has no attribute '{name}'")
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE)

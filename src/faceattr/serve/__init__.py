@@ -9,8 +9,9 @@ Nothing in faceattr imports this package. Names are loaded on first use, so the 
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from faceattr._lazy import lazy_exports
 
 __all__ = ["DEFAULT_MAX_PIXELS", "DEFAULT_MAX_UPLOAD_BYTES", "create_app", "static_dir"]
 
@@ -18,12 +19,4 @@ if TYPE_CHECKING:
     from faceattr.serve.app import DEFAULT_MAX_PIXELS, DEFAULT_MAX_UPLOAD_BYTES, create_app, static_dir
 
 
-def __getattr__(name: str) -> Any:
-    """Import the app module on first access (keeps `faceattr --help` fast)."""
-    if name in __all__:
-        return getattr(importlib.import_module("faceattr.serve.app"), name)
-    raise AttributeError(f"module 'faceattr.serve' has no attribute '{name}'")
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, dict.fromkeys(__all__, "app"))

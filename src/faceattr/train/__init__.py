@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from faceattr._lazy import lazy_exports
 
 __all__ = ["fit", "train_one_epoch", "validate", "prepare_run", "lr_factor", "Run"]
 
@@ -17,10 +19,5 @@ if TYPE_CHECKING:
     )
 
 
-def __getattr__(name: str) -> Any:
-    # Lazy so `faceattr.train.cli` (imported for `faceattr --help`) does not pull in torch.
-    if name in __all__:
-        from faceattr.train import loop
-
-        return getattr(loop, name)
-    raise AttributeError(f"module 'faceattr.train' has no attribute {name!r}")
+# Lazy so `faceattr.train.cli` (imported for `faceattr --help`) does not pull in torch.
+__getattr__, __dir__ = lazy_exports(__name__, dict.fromkeys(__all__, "loop"))
