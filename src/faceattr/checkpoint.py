@@ -8,6 +8,8 @@ Metadata schema (``format_version`` 1)::
 
     {"format": "faceattr-checkpoint", "format_version": 1,
      "model": {"name": str, "kwargs": {"num_outputs": int, "hidden": int, "dropout": float}},
+              # or {"name": "ensemble", "members": [{"name", "kwargs", "mean", "std"}, ...]}
+              # (faceattr.models.ensemble; preprocess then leaves pixels in 0..1)
      "attributes": [str, ...],
      "output": "sigmoid" | "softmax",   # sigmoid: one logit per attribute;
                                         # softmax: one attribute, 2 logits, class 1 = present
@@ -165,10 +167,15 @@ def load_tensors(path: str | Path, prefix: str = "", device: str = "cpu") -> dic
 def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the model a checkpoint describes and load its weights; returns (model in eval mode, metadata)."""
     from faceattr.models import create_model
+    from faceattr.models.ensemble import ENSEMBLE, ensemble_from_spec
 
     meta = read_metadata(path)
     spec = meta["model"]
-    model = create_model(spec["name"], pretrained=False, **spec["kwargs"])
+    model: nn.Module
+    if spec["name"] == ENSEMBLE:
+        model = ensemble_from_spec(spec)
+    else:
+        model = create_model(spec["name"], pretrained=False, **spec["kwargs"])
     state = load_tensors(path, "model.", device="cpu")
     ref = model.state_dict()
     # fp16-shipped weights load back into the model's own dtype.

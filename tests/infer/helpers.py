@@ -12,7 +12,8 @@ ATTRS = [f"attr_{i:02d}" for i in range(40)]
 
 def build_checkpoint(path: Path, arch: str = "celeb_cnn", *, num_outputs: int = 40, output: str = "sigmoid",
                      thresholds: list[float] | None = None, seed: int = 0,
-                     size: tuple[int, int] | None = None, crop: list[int] | None = None) -> Path:
+                     size: tuple[int, int] | None = None, crop: list[int] | None = None,
+                     attributes: list[str] | None = None, config: dict | None = None) -> Path:
     """Write a randomly initialised checkpoint whose logits are spread out (std ~3 on real faces).
 
     Freshly initialised networks give logits near 0 for every input, which would let a broken
@@ -36,14 +37,14 @@ def build_checkpoint(path: Path, arch: str = "celeb_cnn", *, num_outputs: int = 
         std = float(model(x).std())
         head.weight.mul_(3.0 / max(std, 1e-6))
         head.bias.normal_(0, 1.0)
-    attrs = ATTRS[:num_outputs] if output == "sigmoid" else ["Smiling"]
+    attrs = attributes or (ATTRS[:num_outputs] if output == "sigmoid" else ["Smiling"])
     meta = {
         "model": {"name": arch, "kwargs": {"num_outputs": num_outputs, "hidden": 0, "dropout": 0.0}},
         "attributes": attrs,
         "output": output,
         "preprocess": {"size": list(size), "crop": crop, "mean": list(spec.mean), "std": list(spec.std)},
         "thresholds": thresholds,
-        "config": None,
+        "config": config,
         "metrics": {},
         "epoch": 0,
         "step": 0,

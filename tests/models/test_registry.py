@@ -92,6 +92,9 @@ def test_specs_carry_size_normalisation_and_tags() -> None:
 def test_duplicate_name_raises(scratch_registry: dict) -> None:
     with pytest.raises(ValueError, match="already registered"):
         fm.register_model("resnet18", input_size=(8, 8), mean=(0, 0, 0), std=(1, 1, 1))
+    # Checkpoint ensembles own this name (faceattr.models.ensemble).
+    with pytest.raises(ValueError, match="reserved"):
+        fm.register_model("ensemble", input_size=(8, 8), mean=(0, 0, 0), std=(1, 1, 1))
 
 
 def test_register_new_model_round_trip(scratch_registry: dict) -> None:

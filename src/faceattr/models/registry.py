@@ -66,6 +66,9 @@ def register_model(
         raise ValueError(f"invalid model name {name!r}")
     if name in _REGISTRY:
         raise ValueError(f"model '{name}' is already registered")
+    if name == "ensemble":
+        # Checkpoints use this name for faceattr.models.ensemble.EnsembleNet; a builder would shadow it.
+        raise ValueError("model name 'ensemble' is reserved for checkpoint ensembles")
     if len(input_size) != 2 or any(int(s) <= 0 for s in input_size):
         raise ValueError(f"input_size must be (height, width) > 0, got {input_size!r}")
     if len(mean) != 3 or len(std) != 3 or any(s <= 0 for s in std):

@@ -89,6 +89,25 @@ def register(sub: Any) -> None:
 
     register_sweep(sub)
 
+    e = sub.add_parser("ensemble", help="combine trained checkpoints into one (logits averaged)",
+                       description="Write one checkpoint that averages the logits of trained models with the same "
+                       "attributes, input size and data split; calibrate it afterwards with `faceattr evaluate "
+                       "--calibrate`, then predict, export or ship it like any checkpoint.")
+    e.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT", help="run folders, .safetensors files or shipped names")
+    e.add_argument("--out", required=True, help="the ensemble's .safetensors file")
+    e.add_argument("--half", action="store_true", help="store fp16 weights (half the size)")
+    e.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    e.set_defaults(func=_run_ensemble)
+
+
+def _run_ensemble(args: argparse.Namespace) -> int:
+    from faceattr.train.ensemble import make_ensemble
+
+    out = make_ensemble(args.checkpoints, args.out, half=args.half, overwrite=args.overwrite)
+    print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB), an ensemble of {len(args.checkpoints)} models; "
+          f"calibrate it with: faceattr evaluate {out} --data-root DIR --split valid --calibrate accuracy --calibrate-split holdout")
+    return 0
+
 
 def _run(args: argparse.Namespace) -> int:
     import json

@@ -1,0 +1,101 @@
+"""Score every combination of trained checkpoints as a logit-averaging ensemble, on the holdout and valid.
+
+    .venv/bin/python scripts/ensemble_search.py runs/full runs/cached runs/efficientnet_lite0 \\
+        --data-root ../shared/celeba
+
+Each checkpoint's logits are computed once per split (cached in --cache as .npz), so scoring all
+2^n - 1 subsets costs n forward passes. Choose on the holdout (identity-disjoint, never trained
+on); valid is printed beside it for the record, not for choosing. Mean figures use threshold 0.5.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from faceattr.checkpoint import load_checkpoint, read_metadata, resolve_checkpoint
+from faceattr.data import load_celeba
+from faceattr.data.cache import build_cache
+from faceattr.data.transforms import Preprocess, normalize_batch
+from faceattr.evaluate.metrics import metric_block
+from faceattr.runtime import predict_logits
+
+FIVE = ["Male", "Smiling", "Eyeglasses", "Blond_Hair", "Young"]
+
+
+def member_logits(path: Path, split: str, args: argparse.Namespace, cache: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(logits [N, A], labels [N, A], attributes) of one checkpoint on one split, cached on disk."""
+    meta = read_metadata(path)
+    attrs = list(meta["attributes"])
+    cfg = meta.get("config") or {}
+    key = f"{path.resolve()}|{path.stat().st_mtime_ns}|{split}|{args.flip}"
+    out = cache / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.npz"
+    if out.is_file():
+        z = np.load(out)
+        return z["logits"], z["labels"], attrs
+    data = load_celeba(args.data_root, split=split, attributes=attrs, seed=int(cfg.get("seed", 0)),
+                       holdout_fraction=float((cfg.get("data") or {}).get("holdout_fraction", 0.1)))
+    pre = Preprocess.from_dict(meta["preprocess"])
+    images = build_cache(data.paths, pre).images
+    model, _ = load_checkpoint(path)
+    logits = predict_logits(model, images, lambda x: normalize_batch(x, pre), flip=args.flip)
+    labels = np.asarray(data.labels, dtype=np.float32)
+    cache.mkdir(parents=True, exist_ok=True)
+    np.savez(out, logits=logits, labels=labels)
+    return logits, labels, attrs
+
+
+def score(logits: np.ndarray, labels: np.ndarray, attrs: list[str]) -> dict[str, float]:
+    """Headline figures at threshold 0.5 for averaged logits."""
+    probs = 1.0 / (1.0 + np.exp(-logits))
+    block = metric_block(labels, probs, attrs, 0.5)
+    cols = [attrs.index(a) for a in FIVE]
+    exact5 = float(np.mean(np.all((probs[:, cols] >= 0.5) == (labels[:, cols] >= 0.5), axis=1)))
+    return {
+        "mean_acc": block["mean_accuracy"],
+        "balanced": block["mean_balanced_accuracy"],
+        "male": block["per_attribute"]["Male"]["accuracy"],
+        "exact5": exact5,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("checkpoints", nargs="+")
+    ap.add_argument("--data-root", default="../shared/celeba")
+    ap.add_argument("--splits", nargs="+", default=["holdout", "valid"])
+    ap.add_argument("--flip", action="store_true", help="mirror-average each member's logits")
+    ap.add_argument("--cache", type=Path, default=Path("runs/.ensemble_logits"))
+    ap.add_argument("--json", type=Path, help="also write the table as JSON")
+    args = ap.parse_args()
+    torch.set_grad_enabled(False)
+    paths = [resolve_checkpoint(c) for c in args.checkpoints]
+    names = [str(c) for c in args.checkpoints]
+    per_split = {s: [member_logits(p, s, args, args.cache) for p in paths] for s in args.splits}
+    rows = []
+    for k in range(1, len(paths) + 1):
+        for combo in itertools.combinations(range(len(paths)), k):
+            row: dict[str, object] = {"members": [names[i] for i in combo]}
+            for s, members in per_split.items():
+                attrs, labels = members[combo[0]][2], members[combo[0]][1]
+                row[s] = score(np.mean([members[i][0] for i in combo], axis=0), labels, attrs)
+            rows.append(row)
+    rows.sort(key=lambda r: -r[args.splits[0]]["mean_acc"])  # type: ignore[index]
+    head = "  ".join(f"{s + ' ' + m:>16}" for s in args.splits for m in ("mean_acc", "balanced", "male", "exact5"))
+    print(f"{'members':<60} {head}")
+    for r in rows:
+        cells = "  ".join(f"{r[s][m]:>16.4f}" for s in args.splits for m in ("mean_acc", "balanced", "male", "exact5"))  # type: ignore[index]
+        print(f"{' + '.join(r['members']):<60} {cells}")  # type: ignore[arg-type]
+    print(f"(threshold 0.5; flip={args.flip}; sorted by {args.splits[0]} mean accuracy)")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()

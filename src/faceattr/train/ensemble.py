@@ -1,0 +1,104 @@
+"""Combine trained checkpoints into one ensemble checkpoint (logits averaged), loadable like any model.
+
+    faceattr ensemble runs/a/best.safetensors runs/b/best.safetensors --out runs/ab/best.safetensors
+
+The result is an ordinary faceattr checkpoint: `faceattr evaluate` calibrates it, `predict`,
+`export --onnx`, `index` and `serve` use it, and `scripts/ship_model.py` ships it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from faceattr.checkpoint import load_checkpoint, read_metadata, resolve_checkpoint, save_checkpoint
+from faceattr.errors import FaceattrError
+from faceattr.models.ensemble import ENSEMBLE, EnsembleNet
+
+__all__ = ["make_ensemble"]
+
+logger = logging.getLogger(__name__)
+
+
+def _data_split_key(meta: dict[str, Any]) -> tuple[Any, ...] | None:
+    """What decides which images a member trained on and which it held out (None: unknown)."""
+    cfg = meta.get("config")
+    if not isinstance(cfg, dict):
+        return None
+    data = cfg.get("data") or {}
+    return (data.get("train_split"), data.get("holdout_fraction"), data.get("limit"), cfg.get("seed"))
+
+
+def _check_members(paths: Sequence[Path], metas: Sequence[dict[str, Any]]) -> None:
+    """Raise FaceattrError unless every member predicts the same thing from the same pixels and split."""
+    first_path, first = paths[0], metas[0]
+    size_crop = lambda m: (list(m["preprocess"]["size"]), m["preprocess"].get("crop"))  # noqa: E731
+    for path, meta in zip(paths, metas, strict=True):
+        if meta["model"]["name"] == ENSEMBLE:
+            raise FaceattrError(f"{path} is already an ensemble; list its members instead")
+        if list(meta["attributes"]) != list(first["attributes"]) or meta.get("output", "sigmoid") != first.get("output", "sigmoid"):
+            raise FaceattrError(
+                f"{path} predicts {len(meta['attributes'])} {meta.get('output', 'sigmoid')} attribute(s), {first_path} "
+                f"{len(first['attributes'])} {first.get('output', 'sigmoid')}: ensemble members need the same attributes in the same order"
+            )
+        if size_crop(meta) != size_crop(first):
+            raise FaceattrError(
+                f"{path} takes {size_crop(meta)} (size, crop), {first_path} {size_crop(first)}: ensemble members need "
+                "the same input size and crop (train them with the same model.image_size and model.crop)"
+            )
+        # A member trained on another's holdout would make the ensemble's holdout figures (and any
+        # threshold calibrated there) optimistic.
+        if _data_split_key(meta) != _data_split_key(first):
+            raise FaceattrError(
+                f"{path} was trained on another split (train_split, holdout_fraction, limit, seed = {_data_split_key(meta)}) "
+                f"than {first_path} ({_data_split_key(first)}): one may have trained on the other's holdout; "
+                "combine checkpoints trained with the same data settings"
+            )
+
+
+def make_ensemble(checkpoints: Sequence[str | Path], out: str | Path, *, half: bool = False, overwrite: bool = False) -> Path:
+    """Write one checkpoint averaging the logits of `checkpoints` (run folders, files or shipped names)."""
+    if len(checkpoints) < 2:
+        raise FaceattrError(f"an ensemble needs at least 2 checkpoints, got {len(checkpoints)}")
+    paths = [resolve_checkpoint(c) for c in checkpoints]
+    out = Path(out)
+    if out.suffix != ".safetensors":
+        raise FaceattrError(f"--out {out} must end in .safetensors")
+    if any(out.resolve() == p.resolve() for p in paths):
+        raise FaceattrError(f"--out {out} is one of the members; write the ensemble to a new file")
+    if out.exists() and not overwrite:
+        # It may hold calibrated thresholds; never replace it silently.
+        raise FaceattrError(f"{out} already exists; choose another --out or pass --overwrite")
+    metas = [read_metadata(p) for p in paths]  # cheap checks before any weights load
+    _check_members(paths, metas)
+    nets = [load_checkpoint(p)[0] for p in paths]
+    means = [list(m["preprocess"]["mean"]) for m in metas]
+    stds = [list(m["preprocess"]["std"]) for m in metas]
+    model = EnsembleNet(nets, means, stds)
+    first = metas[0]
+    meta: dict[str, Any] = {
+        "model": {
+            "name": ENSEMBLE,
+            "members": [
+                {"name": m["model"]["name"], "kwargs": m["model"]["kwargs"], "mean": mean, "std": std}
+                for m, mean, std in zip(metas, means, stds, strict=True)
+            ],
+        },
+        "attributes": list(first["attributes"]),
+        "output": first.get("output", "sigmoid"),
+        # Members normalise inside the graph, so the shared step only resizes and scales to 0..1.
+        "preprocess": {**first["preprocess"], "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]},
+        # Members' thresholds do not carry over to averaged logits: calibrate the ensemble itself.
+        "thresholds": None,
+        # The shared data settings (checked above), so evaluate knows which holdout it never saw.
+        "config": first.get("config"),
+        "sources": [
+            {"checkpoint": str(p), "architecture": m["model"]["name"], "metrics": m.get("metrics"), "epoch": m.get("epoch")}
+            for p, m in zip(paths, metas, strict=True)
+        ],
+    }
+    written = save_checkpoint(out, model, meta, half=half)
+    logger.info("wrote an ensemble of %d models (%s) to %s", len(paths), ", ".join(m["model"]["name"] for m in metas), written)
+    return written

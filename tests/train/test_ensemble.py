@@ -1,0 +1,154 @@
+"""Ensembles of trained checkpoints: one checkpoint whose logits are the members' mean, on real faces."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from infer.helpers import build_checkpoint, celeba_crops  # tests/ is on sys.path (tests/infer is a package)
+from safetensors import safe_open
+
+from faceattr.checkpoint import load_checkpoint, read_metadata
+from faceattr.cli import main
+from faceattr.errors import FaceattrError
+from faceattr.infer import export, load
+from faceattr.train import make_ensemble
+
+ATTRS = ["Male", "Smiling", "Eyeglasses", "Blond_Hair", "Young"]
+# What a training run records about its split; members must agree on it.
+SPLIT_CFG = {"seed": 0, "data": {"train_split": "train", "holdout_fraction": 0.1, "limit": 0}}
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tiny forward passes run faster on one thread of the shared 2-core machine; restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def members(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Two different architectures with different normalisations (celeb_cnn's and ImageNet's), 64x64."""
+    d = tmp_path_factory.mktemp("members")
+    a = build_checkpoint(d / "a.safetensors", "celeb_cnn", num_outputs=5, size=(64, 64), attributes=ATTRS, config=SPLIT_CFG)
+    b = build_checkpoint(d / "b.safetensors", "mobilenet_v2", num_outputs=5, seed=1, size=(64, 64),
+                         attributes=ATTRS, config=SPLIT_CFG)
+    return a, b
+
+
+@pytest.fixture(scope="module")
+def ensemble(members: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_ensemble(list(members), tmp_path_factory.mktemp("ens") / "ens.safetensors")
+
+
+@pytest.fixture(scope="module")
+def crops(celeba_root: Path) -> np.ndarray:
+    return np.stack([c for _, c in celeba_crops(celeba_root, 6, seed=7)])
+
+
+def test_logits_are_the_mean_of_each_members_own_logits_on_real_faces(members: tuple[Path, Path], ensemble: Path,
+                                                                       crops: np.ndarray) -> None:
+    ens = load(ensemble)
+    a, b = (load(m) for m in members)
+    # Each model prepares pixels its own way; the ensemble's members normalise inside its graph.
+    la, lb = (m.backend.logits(np.stack([_prepared(m, c) for c in crops])) for m in (a, b))
+    le = ens.backend.logits(np.stack([_prepared(ens, c) for c in crops]))
+    assert np.abs(la - lb).mean() > 0.5  # the members disagree, so the mean is not trivially either
+    np.testing.assert_allclose(le, (la + lb) / 2, atol=1e-5)
+    assert ens.attributes == ATTRS
+
+
+def _prepared(model, crop: np.ndarray) -> np.ndarray:
+    from PIL import Image
+
+    from faceattr.data.transforms import prepare_image
+
+    return prepare_image(Image.fromarray(crop), model.preprocess)
+
+
+def test_checkpoint_describes_its_members_and_stores_only_their_weights(members: tuple[Path, Path], ensemble: Path) -> None:
+    meta = read_metadata(ensemble)
+    assert meta["model"]["name"] == "ensemble"
+    assert [m["name"] for m in meta["model"]["members"]] == ["celeb_cnn", "mobilenet_v2"]
+    assert meta["model"]["members"][1]["mean"] == [0.485, 0.456, 0.406]
+    assert meta["preprocess"] == {"size": [64, 64], "crop": None, "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}
+    assert meta["thresholds"] is None and meta["config"] == SPLIT_CFG
+    assert [s["checkpoint"] for s in meta["sources"]] == [str(m) for m in members]
+    assert json.loads(ensemble.with_suffix(".json").read_text()) == meta
+    with safe_open(str(ensemble), framework="pt") as f:
+        keys = list(f.keys())
+    assert keys and all(k.startswith(("model.members.0.", "model.members.1.")) for k in keys)
+    model, _ = load_checkpoint(ensemble)
+    assert len(model.members) == 2 and not model.training
+
+
+def test_onnx_export_matches_torch(ensemble: Path, crops: np.ndarray) -> None:
+    path, diff = export(ensemble, ensemble.with_suffix(".onnx"))
+    assert diff < 1e-4
+    pt = load(ensemble).predict_aligned(crops)
+    ox = load(ensemble, backend="onnx").predict_aligned(crops)
+    assert pt.std() > 0.1 and np.abs(pt - ox).max() < 1e-4
+
+
+def test_evaluate_calibrates_an_ensemble_and_predict_uses_its_thresholds(ensemble: Path, celeba_root: Path,
+                                                                          tmp_path: Path) -> None:
+    from faceattr.evaluate import EvalConfig, evaluate_model
+
+    ens = tmp_path / "ens.safetensors"
+    ens.write_bytes(ensemble.read_bytes())
+    ev = evaluate_model(EvalConfig(model=str(ens), data_root=str(celeba_root), split="valid", limit=64,
+                                   calibrate="accuracy", calibrate_split="valid", progress=False, device="cpu"))
+    assert ev.result["architecture"] == "ensemble" and ev.result["n_images"] == 64
+    stored = read_metadata(ens)["thresholds"]
+    assert stored is not None and len(stored) == len(ATTRS)
+    assert load(ens).thresholds == pytest.approx(stored)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"attributes": ["Male", "Smiling"], "num_outputs": 2}, "same attributes"),
+        ({"size": (48, 48)}, "same input size and crop"),
+        ({"config": {"seed": 1, "data": SPLIT_CFG["data"]}}, "other's holdout"),
+    ],
+)
+def test_refuses_members_that_do_not_fit_together(members: tuple[Path, Path], tmp_path: Path, change: dict, message: str) -> None:
+    kw = {"num_outputs": 5, "size": (64, 64), "attributes": ATTRS, "config": SPLIT_CFG, **change}
+    odd = build_checkpoint(tmp_path / "odd.safetensors", "celeb_cnn", **kw)
+    with pytest.raises(FaceattrError, match=message):
+        make_ensemble([members[0], odd], tmp_path / "out.safetensors")
+    assert not (tmp_path / "out.safetensors").exists()
+
+
+def test_refuses_bad_requests_and_never_overwrites(members: tuple[Path, Path], ensemble: Path, tmp_path: Path) -> None:
+    with pytest.raises(FaceattrError, match="at least 2"):
+        make_ensemble([members[0]], tmp_path / "one.safetensors")
+    with pytest.raises(FaceattrError, match="already an ensemble"):
+        make_ensemble([ensemble, members[0]], tmp_path / "nested.safetensors")
+    with pytest.raises(FaceattrError, match="one of the members"):
+        make_ensemble(list(members), members[0])
+    with pytest.raises(FaceattrError, match="must end in .safetensors"):
+        make_ensemble(list(members), tmp_path / "ens.pt")
+    before = ensemble.read_bytes()
+    with pytest.raises(FaceattrError, match="already exists"):
+        make_ensemble(list(members), ensemble)
+    assert ensemble.read_bytes() == before
+    with pytest.raises(FaceattrError, match="checkpoint not found"):
+        make_ensemble([members[0], tmp_path / "missing.safetensors"], tmp_path / "x.safetensors")
+
+
+def test_cli_writes_an_ensemble_and_reports_errors_in_one_line(members: tuple[Path, Path], tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "cli.safetensors"
+    assert main(["-q", "ensemble", str(members[0]), str(members[1]), "--out", str(out)]) == 0
+    assert "an ensemble of 2 models" in capsys.readouterr().out and read_metadata(out)["model"]["name"] == "ensemble"
+    assert main(["-q", "ensemble", str(members[0]), str(members[1]), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("faceattr: error:") and "--overwrite" in err and "\n" not in err
+    assert main(["-q", "ensemble", str(members[0]), str(members[1]), "--out", str(out), "--overwrite", "--half"]) == 0
+    assert out.stat().st_size < (members[0].stat().st_size + members[1].stat().st_size) * 0.6
