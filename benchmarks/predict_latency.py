@@ -3,6 +3,7 @@ and whole-photo latency (decode + detect + align + classify) on the shipped samp
 
     python benchmarks/predict_latency.py                      # the shipped default model, if any
     python benchmarks/predict_latency.py --model runs/x/best.safetensors --repeats 50
+    python benchmarks/predict_latency.py --baseline runs/full/best.safetensors   # e.g. ensemble vs one member
 
 Without --model and without a shipped default model it builds a randomly initialised mobilenet_v2
 at its registry input size (latency does not depend on the weights) and says so. Every figure is the
@@ -42,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", help="checkpoint path or shipped name (default: 'default' when shipped)")
     parser.add_argument("--image", help="photo for the whole-photo timing (default: the shipped grace_hopper.jpg)")
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--baseline", help="a second checkpoint whose per-face classify latency is measured in the same run")
     parser.add_argument("--threads", type=int, help="intra-op threads for torch and ONNX Runtime (default: their own choice)")
     args = parser.parse_args(argv)
 
@@ -80,17 +82,22 @@ def main(argv: list[str] | None = None) -> int:
             f"mobilenet_v2 at its default input size {spec.input_size[0]}x{spec.input_size[1]} (same cost as a trained one)"
         )
 
-    model = load(source)
-    onnx_path = tmp / "model.onnx"
-    t = time.perf_counter()
-    export(source, onnx_path)
-    export_s = time.perf_counter() - t
-    onnx_model = load(onnx_path, backend="onnx")
-    if args.threads:
-        from faceattr.infer import AttributeModel
-        from faceattr.infer.backends import OnnxBackend
+    def load_both(src: str, name: str) -> tuple[object, object, float]:
+        """(torch model, ONNX Runtime model, export seconds) for checkpoint `src`."""
+        onnx_path = tmp / f"{name}.onnx"
+        t = time.perf_counter()
+        export(src, onnx_path)
+        seconds = time.perf_counter() - t
+        ort_model = load(onnx_path, backend="onnx")
+        if args.threads:
+            from faceattr.infer import AttributeModel
+            from faceattr.infer.backends import OnnxBackend
 
-        onnx_model = AttributeModel(OnnxBackend(onnx_path, threads=args.threads), onnx_model.meta, name=onnx_model.name)
+            ort_model = AttributeModel(OnnxBackend(onnx_path, threads=args.threads), ort_model.meta, name=ort_model.name)
+        return load(src), ort_model, seconds
+
+    model, onnx_model, export_s = load_both(source, "model")
+    baseline = load_both(args.baseline, "baseline")[:2] if args.baseline else None
 
     image = Path(args.image) if args.image else sample_path("grace_hopper")
     faces = model.predict(image)
@@ -103,7 +110,10 @@ def main(argv: list[str] | None = None) -> int:
     r = args.repeats
 
     rows: list[tuple[str, float, float]] = []
-    for label, m in (("torch", model), ("onnxruntime", onnx_model)):
+    timed = [("torch", model), ("onnxruntime", onnx_model)]
+    if baseline is not None:
+        timed += [("baseline torch", baseline[0]), ("baseline onnxruntime", baseline[1])]
+    for label, m in timed:
         b1 = median_ms(lambda m=m: m.predict_aligned(one, batch_size=1), r)
         b32 = median_ms(lambda m=m: m.predict_aligned(many, batch_size=32), max(3, r // 4)) / 32
         rows.append((label, b1, b32))
@@ -132,9 +142,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"input {w}x{h} per face; medians of {r} runs (batch 32: of {max(3, r // 4)}); ONNX export took {export_s:.1f} s")
     print()
     print("per-face classify (prepare + normalise + forward + sigmoid), ms per face")
-    print(f"  {'backend':<12} {'batch 1':>9} {'batch 32':>9}")
+    print(f"  {'backend':<20} {'batch 1':>9} {'batch 32':>9}")
     for label, b1, b32 in rows:
-        print(f"  {label:<12} {b1:9.2f} {b32:9.2f}")
+        print(f"  {label:<20} {b1:9.2f} {b32:9.2f}")
+    if baseline is not None:
+        print(f"  (baseline: {args.baseline})")
     print()
     print(f"whole photo {image.name} ({rgb.shape[1]}x{rgb.shape[0]}, 1 face): decode + detect + align + classify, ms")
     for label, ms in whole.items():

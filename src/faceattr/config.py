@@ -96,6 +96,9 @@ class AugmentConfig:
     rotate: float = 10.0  # degrees, uniform in [-rotate, rotate]
     scale: float = 0.1  # zoom factor uniform in [1-scale, 1+scale]
     color: float = 0.1  # brightness/contrast jitter strength (0: off)
+    # Chance per image of replacing one random rectangle (2-33% of the area) with noise, after the
+    # other steps (Zhong et al., "Random Erasing"): no single region, e.g. clothing, can carry a label.
+    erase: float = 0.0
 
 
 @dataclass

@@ -110,3 +110,30 @@ def test_bad_input_and_config() -> None:
     with pytest.raises(FaceattrError, match="rotate"):
         augment_batch(x, AugmentConfig(rotate=-1.0), _gen(0))
     assert augment_batch(x[:0], AugmentConfig(), _gen(0)).shape == (0, 3, 8, 8)
+
+
+def test_erase_replaces_one_rectangle_per_chosen_image_and_leaves_the_rest(faces: torch.Tensor) -> None:
+    base = AugmentConfig(**{**OFF, "color": 0.2})
+    kept = augment_batch(faces, base, _gen(5))
+    erased = augment_batch(faces, AugmentConfig(**{**OFF, "color": 0.2, "erase": 0.5}), _gen(5))
+    # Erasing draws after everything else, so the other steps see the same random numbers.
+    changed = (erased != kept).any(dim=1)  # [N, H, W]
+    hit = changed.flatten(1).any(dim=1)
+    assert 0 < int(hit.sum()) < len(faces)  # a coin per image
+    _, height, width = changed.shape
+    for mask in changed[hit]:
+        rows, cols = mask.any(dim=1).nonzero().flatten(), mask.any(dim=0).nonzero().flatten()
+        box = mask[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+        # A solid rectangle of noise (a noise pixel equal to the original is vanishingly rare).
+        assert box.float().mean() > 0.99
+        assert 0.015 <= box.numel() / (height * width) <= 0.34
+    assert torch.equal(erased[~hit], kept[~hit])
+    assert 0.0 <= float(erased.min()) and float(erased.max()) <= 1.0
+    every = augment_batch(faces, AugmentConfig(**{**OFF, "erase": 1.0}), _gen(6))
+    assert bool((every != faces.float() / 255).flatten(1).any(dim=1).all())
+
+
+def test_erase_must_be_a_probability(faces: torch.Tensor) -> None:
+    for bad in (-0.1, 1.5):
+        with pytest.raises(FaceattrError, match="augment.erase"):
+            augment_batch(faces, AugmentConfig(erase=bad), _gen(0))

@@ -2,10 +2,12 @@
 
 Crop, zoom, rotation and horizontal flip are folded into one affine matrix per image and applied
 with a single `affine_grid` + `grid_sample` call for the whole batch, so augmentation costs one
-resampling pass instead of a Python loop over PIL images.
+resampling pass instead of a Python loop over PIL images. Random erasing is one masked `where`.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +22,10 @@ __all__ = ["augment_batch"]
 _FLIP, _CROP, _SHIFT_X, _SHIFT_Y, _ZOOM, _ANGLE, _BRIGHT, _CONTRAST = range(8)
 _N_DRAWS = 8
 _GRAY = (0.299, 0.587, 0.114)  # ITU-R 601 luma, as torchvision's adjust_contrast uses
+# Random erasing draws its own columns, only when it is on, so runs without it keep their stream.
+_ERASE, _AREA, _RATIO, _TOP, _LEFT = range(5)
+_ERASE_AREA = (0.02, 0.33)  # share of the image, as torchvision's RandomErasing
+_ERASE_RATIO = (0.3, 3.3)  # height / width of the rectangle, log-uniform
 
 
 def _check(cfg: AugmentConfig) -> None:
@@ -32,6 +38,8 @@ def _check(cfg: AugmentConfig) -> None:
         raise FaceattrError(f"augment.rotate must be >= 0 degrees, got {cfg.rotate}")
     if not 0.0 <= cfg.color <= 1.0:
         raise FaceattrError(f"augment.color must be in [0, 1] (0: off), got {cfg.color}")
+    if not 0.0 <= cfg.erase <= 1.0:
+        raise FaceattrError(f"augment.erase must be a probability in [0, 1] (0: off), got {cfg.erase}")
 
 
 def _geometric(cfg: AugmentConfig) -> bool:
@@ -67,8 +75,25 @@ def _affine(u: torch.Tensor, cfg: AugmentConfig, height: int, width: int) -> tor
     return theta
 
 
+def _erase_mask(v: torch.Tensor, p: float, height: int, width: int) -> torch.Tensor:
+    """Bool [N, 1, H, W]: one rectangle per image chosen with probability `p`, from the draws `v` [N, 5]."""
+    n = v.shape[0]
+    area = (_ERASE_AREA[0] + (_ERASE_AREA[1] - _ERASE_AREA[0]) * v[:, _AREA]) * height * width
+    lo, hi = math.log(_ERASE_RATIO[0]), math.log(_ERASE_RATIO[1])
+    ratio = torch.exp(lo + (hi - lo) * v[:, _RATIO])
+    h = torch.sqrt(area * ratio).round().clamp(1, height)
+    w = torch.sqrt(area / ratio).round().clamp(1, width)
+    top = ((height - h + 1) * v[:, _TOP]).floor().clamp(max=height - h)
+    left = ((width - w + 1) * v[:, _LEFT]).floor().clamp(max=width - w)
+    ys = torch.arange(height, device=v.device, dtype=v.dtype).view(1, height, 1)
+    xs = torch.arange(width, device=v.device, dtype=v.dtype).view(1, 1, width)
+    inside = ((ys >= top.view(n, 1, 1)) & (ys < (top + h).view(n, 1, 1))
+              & (xs >= left.view(n, 1, 1)) & (xs < (left + w).view(n, 1, 1)))
+    return (inside & (v[:, _ERASE] < p).view(n, 1, 1)).unsqueeze(1)
+
+
 def augment_batch(images: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator) -> torch.Tensor:
-    """Randomly crop, zoom, rotate, flip and colour-jitter uint8 [N, 3, H, W]; returns float32 0..1, same size.
+    """Randomly crop, zoom, rotate, flip, colour-jitter and erase uint8 [N, 3, H, W]; returns float32 0..1, same size.
 
     Deterministic for a given generator state. Random numbers are drawn on the generator's device
     and moved to the images' device, so a CPU generator can drive augmentation of CUDA tensors.
@@ -101,4 +126,9 @@ def augment_batch(images: torch.Tensor, cfg: AugmentConfig, generator: torch.Gen
         gray = torch.tensor(_GRAY, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
         mean = (x * gray).sum(dim=1, keepdim=True).mean(dim=(2, 3), keepdim=True)
         x = ((x - mean) * contrast + mean).clamp_(0.0, 1.0)
+
+    if cfg.erase > 0.0:
+        v = torch.rand(n, 5, generator=generator, device=generator.device, dtype=torch.float64).to(images.device)
+        noise = torch.rand(x.shape, generator=generator, device=generator.device).to(x.device)
+        x = torch.where(_erase_mask(v, cfg.erase, height, width), noise, x)
     return x
