@@ -146,6 +146,9 @@ def test_calibration_is_saved_and_reported_with_a_loud_warning(run_copy: Path, c
     assert r["calibrated"]["per_attribute"] == again["per_attribute"]
     assert r["calibrated"]["mean_balanced_accuracy"] >= r["mean_balanced_accuracy"] - 1e-12
     assert r["per_attribute"]["Male"]["threshold"] == 0.5  # headline numbers stay at 0.5
+    # valid holds 26 people: enough to cross-check the thresholds on people they were not chosen on.
+    assert isinstance(cal["cross_validated_gain"], float) and abs(cal["cross_validated_gain"]) < 0.5
+    assert meta["calibration"]["cross_validated_gain"] == cal["cross_validated_gain"]
 
     # A later evaluation reports the stored thresholds beside 0.5, still flagged.
     later = evaluate_model(EvalConfig(model=str(run_copy), data_root=str(celeba_root), split="valid", limit=120,

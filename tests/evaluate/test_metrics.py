@@ -8,6 +8,7 @@ import pytest
 from faceattr.evaluate.metrics import (
     attribute_metrics,
     calibrate_thresholds,
+    calibration_gain,
     metric_block,
     subgroup_metrics,
 )
@@ -129,3 +130,22 @@ def test_calibration_by_hand() -> None:
     assert t_one[0] == 0.5 and s_one[0] is None
     with pytest.raises(ValueError):
         calibrate_thresholds(y, p, "f1")
+
+
+def test_calibration_gain_is_positive_for_a_biased_model_and_negative_for_a_calibrated_one() -> None:
+    rng = np.random.default_rng(0)
+    n, a = 2000, 4
+    groups = rng.integers(0, 400, size=n)  # 400 people, 5 images each on average
+    truth_p = rng.uniform(0.05, 0.95, size=(n, a))
+    labels = (rng.uniform(size=(n, a)) < truth_p).astype(float)
+    # Calibrated probabilities: 0.5 is already the best threshold, so tuning one only fits noise.
+    assert calibration_gain(labels, truth_p, groups) < 0
+    # A model that over-states every attribute (logit + 1.5): a higher threshold really is better.
+    logit = np.log(truth_p / (1 - truth_p))
+    biased = 1 / (1 + np.exp(-(logit + 1.5)))
+    assert calibration_gain(labels, biased, groups) > 0.01
+    assert calibration_gain(labels, biased, groups, "balanced_accuracy") is not None
+    assert calibration_gain(labels, biased, np.zeros(n)) is None  # one person: nothing to hold out
+    with pytest.raises(ValueError, match="one group per row"):
+        calibration_gain(labels, biased, groups[:-1])
+

@@ -76,6 +76,10 @@ def _summary_text(r: dict[str, Any]) -> str:
         c = r["calibrated"]
         lines.append(f"  calibrated ({r['calibration'].get('objective')} on {r['calibration'].get('split')}): "
                      f"mean accuracy {f(c['mean_accuracy'])}  balanced {f(c['mean_balanced_accuracy'])}  F1 {f(c['mean_f1'])}")
+        gain = r["calibration"].get("cross_validated_gain")
+        if gain is not None:
+            lines.append(f"  calibration cross-checked on held-out {r['calibration'].get('split')} people: "
+                         f"{gain:+.4f} {r['calibration'].get('objective')} against 0.5")
     width = max(len(a) for a in per)
     lines.append(f"  {'attribute':<{width}}  {'acc':>6}  {'base':>6}  {'bal':>6}  {'F1':>6}  {'AUC':>6}")
     for a, m in sorted(per.items(), key=lambda kv: -(kv[1]["balanced_accuracy"] or 0)):

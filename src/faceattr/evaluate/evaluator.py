@@ -29,6 +29,7 @@ from faceattr.errors import FaceattrError, did_you_mean, resolve_names
 from faceattr.evaluate.metrics import (
     OBJECTIVES,
     calibrate_thresholds,
+    calibration_gain,
     metric_block,
     subgroup_metrics,
 )
@@ -91,6 +92,7 @@ class _Predicted:
     images: np.ndarray
     n_skipped: int
     seconds: float
+    identities: np.ndarray | None = None  # per kept row; None when the data has no identity file
 
 
 def _now() -> str:
@@ -208,6 +210,7 @@ def _predict(cfg: EvalConfig, split: Any, model: Any, meta: dict[str, Any], colu
         images=images,
         n_skipped=int(len(valid) - keep.size),
         seconds=seconds,
+        identities=None if split.identities is None else np.asarray(split.identities)[keep],
     )
 
 
@@ -320,13 +323,17 @@ def evaluate_model(cfg: EvalConfig) -> Evaluation:
     calibration: dict[str, Any] | None = None
     thresholds: np.ndarray | None = None
     if cfg.calibrate:
-        if cal_data is None:
-            cal_labels, cal_probs, cal_n = labels, ev.probs, len(labels)
-        else:
-            cal = _predict(cfg, cal_data, model, meta, columns, device)
-            cal_labels, cal_probs, cal_n = cal.labels, cal.probs, len(cal.labels)
+        cal = ev if cal_data is None else _predict(cfg, cal_data, model, meta, columns, device)
+        cal_labels, cal_probs, cal_n = cal.labels[:, : len(attributes)], cal.probs, len(cal.labels)
+        if cal_data is not None:
             warnings_ += _overlap_warnings(cal_split, cfg, seed, meta, "calibration")
         thresholds, scores = calibrate_thresholds(cal_labels, cal_probs, cfg.calibrate)
+        gain = calibration_gain(cal_labels, cal_probs, cal.identities, cfg.calibrate) if cal.identities is not None else None
+        if gain is not None and gain <= 0:
+            warnings_.append(
+                f"thresholds calibrated on half of the '{cal_split}' people score {gain:+.4f} {cfg.calibrate} against 0.5 "
+                "on the other half: they fit these images rather than the task; consider keeping 0.5 (re-run without --calibrate)"
+            )
         calibration = {
             "source": "this evaluation",
             "objective": cfg.calibrate,
@@ -337,6 +344,8 @@ def evaluate_model(cfg: EvalConfig) -> Evaluation:
             "seed": seed,
             "thresholds": {a: float(t) for a, t in zip(attributes, thresholds, strict=True)},
             "calibration_scores": dict(zip(attributes, scores, strict=True)),
+            # Mean gain over 0.5 on held-out halves of the calibration people (None: too few people).
+            "cross_validated_gain": gain,
             "created": _now(),
         }
         saved = False

@@ -48,6 +48,8 @@ ROC AUC when the split holds one class only, or a subgroup with no images)::
           "objective": "accuracy" | "balanced_accuracy" | null,
           "split": str | null, "n_images": int,  # the split the thresholds were chosen on
           "thresholds": {NAME: float},
+          "cross_validated_gain": float | null,  # calibrated now: mean gain over 0.5 when thresholds
+                                         # chosen on half the calibration people score the other half
           "saved": bool,                 # written into the checkpoint metadata (predict uses them)
           "same_split_as_evaluation": bool,
           "warning": str | null},        # set when calibrated on the reported split
@@ -178,6 +180,7 @@ EVAL_SCHEMA: dict[str, Any] = {
                         "objective": {"enum": ["accuracy", "balanced_accuracy", None]},
                         "split": {"type": ["string", "null"]},
                         "thresholds": {"type": "object", "additionalProperties": _NUM},
+                        "cross_validated_gain": {"type": ["number", "null"]},
                         "saved": {"type": "boolean"},
                         "same_split_as_evaluation": {"type": "boolean"},
                         "warning": {"type": ["string", "null"]},
