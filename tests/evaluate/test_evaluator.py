@@ -149,6 +149,7 @@ def test_calibration_is_saved_and_reported_with_a_loud_warning(run_copy: Path, c
     # valid holds 26 people: enough to cross-check the thresholds on people they were not chosen on.
     assert isinstance(cal["cross_validated_gain"], float) and abs(cal["cross_validated_gain"]) < 0.5
     assert meta["calibration"]["cross_validated_gain"] == cal["cross_validated_gain"]
+    assert any("fit these images" in w for w in r["warnings"]) == (cal["cross_validated_gain"] <= 0)
 
     # A later evaluation reports the stored thresholds beside 0.5, still flagged.
     later = evaluate_model(EvalConfig(model=str(run_copy), data_root=str(celeba_root), split="valid", limit=120,

@@ -332,7 +332,8 @@ def evaluate_model(cfg: EvalConfig) -> Evaluation:
         if gain is not None and gain <= 0:
             warnings_.append(
                 f"thresholds calibrated on half of the '{cal_split}' people score {gain:+.4f} {cfg.calibrate} against 0.5 "
-                "on the other half: they fit these images rather than the task; consider keeping 0.5 (re-run without --calibrate)"
+                "on the other half: they fit these images rather than the task; check them against 0.5 on another split "
+                "before relying on them (--no-save-thresholds calibrates without storing)"
             )
         calibration = {
             "source": "this evaluation",
