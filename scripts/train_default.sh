@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Rebuild the shipped default model from scratch: train its three members, average them, ship it.
-#   bash scripts/train_default.sh        (about 2.5 h on 2 idle CPU cores; re-run after a kill to resume)
+#   bash scripts/train_default.sh        (about 2 h on 2 idle CPU cores; re-run after a kill to resume)
 # Each member is an ordinary training run; a finished one (summary.json) is skipped, an interrupted
 # one (last.safetensors) resumes exactly.
 set -euo pipefail
@@ -10,7 +10,7 @@ export TORCH_HOME=${TORCH_HOME:-../shared/weights/torch_home}
 export FACEATTR_WEIGHTS_DIR=${FACEATTR_WEIGHTS_DIR:-../shared/weights}
 
 members=()
-for config in configs/default.toml configs/candidates/mobilenet_v2_cached.toml configs/candidates/efficientnet_lite0.toml; do
+for config in configs/default.toml configs/candidates/mobilenet_v2_cached.toml configs/candidates/efficientnet_lite0_erase.toml; do
   out=$(sed -n 's/^out = "\(.*\)"/\1/p' "$config")
   members+=("$out")
   if [[ -f "$out/summary.json" ]]; then
