@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.special import expit
 
 from faceattr.checkpoint import load_checkpoint, read_metadata, resolve_checkpoint
 from faceattr.data import load_celeba
@@ -59,7 +60,7 @@ def member_logits(path: Path, split: str, args: argparse.Namespace, cache: Path)
 
 def score(logits: np.ndarray, labels: np.ndarray, attrs: list[str]) -> dict[str, float]:
     """Headline figures at threshold 0.5 for averaged logits."""
-    probs = 1.0 / (1.0 + np.exp(-logits))
+    probs = expit(logits)
     block = metric_block(labels, probs, attrs, 0.5)
     cols = [attrs.index(a) for a in FIVE]
     exact5 = float(np.mean(np.all((probs[:, cols] >= 0.5) == (labels[:, cols] >= 0.5), axis=1)))
@@ -93,7 +94,7 @@ def main() -> None:
                 row[s] = score(np.mean([members[i][0] for i in combo], axis=0), labels, attrs)
             first = per_split[args.splits[0]]
             mean_logits = np.mean([first[i][0] for i in combo], axis=0)
-            row["cal_gain"] = calibration_gain(first[combo[0]][1], 1.0 / (1.0 + np.exp(-mean_logits)), first[combo[0]][3])
+            row["cal_gain"] = calibration_gain(first[combo[0]][1], expit(mean_logits), first[combo[0]][3])
             rows.append(row)
     rows.sort(key=lambda r: -r[args.splits[0]]["mean_acc"])  # type: ignore[index]
     head = "  ".join(f"{s + ' ' + m:>16}" for s in args.splits for m in ("mean_acc", "balanced", "male", "exact5"))

@@ -21,11 +21,9 @@ import torch
 from torch import nn
 
 from faceattr.errors import FaceattrError
-from faceattr.models.registry import create_model
+from faceattr.models.registry import ENSEMBLE, create_model
 
 __all__ = ["ENSEMBLE", "EnsembleNet", "ensemble_from_spec"]
-
-ENSEMBLE = "ensemble"
 
 
 class EnsembleNet(nn.Module):

@@ -10,11 +10,14 @@ from dataclasses import dataclass
 from faceattr.errors import FaceattrError, resolve_names
 from faceattr.models.net import AttributeNet
 
-__all__ = ["ModelSpec", "Builder", "register_model", "list_models", "get_spec", "create_model"]
+__all__ = ["ENSEMBLE", "ModelSpec", "Builder", "register_model", "list_models", "get_spec", "create_model"]
 
 logger = logging.getLogger(__name__)
 
 Builder = Callable[..., AttributeNet]
+
+# The model name checkpoints use for faceattr.models.ensemble.EnsembleNet; no builder may take it.
+ENSEMBLE = "ensemble"
 
 # Every builder takes exactly these, keyword-only, so create_model never forwards a stray option.
 _BUILDER_PARAMS = ("num_outputs", "pretrained", "hidden", "dropout")
@@ -66,9 +69,8 @@ def register_model(
         raise ValueError(f"invalid model name {name!r}")
     if name in _REGISTRY:
         raise ValueError(f"model '{name}' is already registered")
-    if name == "ensemble":
-        # Checkpoints use this name for faceattr.models.ensemble.EnsembleNet; a builder would shadow it.
-        raise ValueError("model name 'ensemble' is reserved for checkpoint ensembles")
+    if name == ENSEMBLE:
+        raise ValueError(f"model name '{ENSEMBLE}' is reserved for checkpoint ensembles")
     if len(input_size) != 2 or any(int(s) <= 0 for s in input_size):
         raise ValueError(f"input_size must be (height, width) > 0, got {input_size!r}")
     if len(mean) != 3 or len(std) != 3 or any(s <= 0 for s in std):
