@@ -99,6 +99,10 @@ class AugmentConfig:
     # Chance per image of replacing one random rectangle (2-33% of the area) with noise, after the
     # other steps (Zhong et al., "Random Erasing"): no single region, e.g. clothing, can carry a label.
     erase: float = 0.0
+    # Chance per image of turning it grayscale (ITU-R 601 luma in all three channels), last of all.
+    # Photos in the wild are often black and white; a model that never saw one reads colour
+    # attributes (Pale_Skin, hair colours, make-up) and, through them, Male off a grey cast.
+    gray: float = 0.0
 
 
 @dataclass

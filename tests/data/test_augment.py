@@ -137,3 +137,23 @@ def test_erase_must_be_a_probability(faces: torch.Tensor) -> None:
     for bad in (-0.1, 1.5):
         with pytest.raises(FaceattrError, match="augment.erase"):
             augment_batch(faces, AugmentConfig(erase=bad), _gen(0))
+
+
+def test_gray_turns_chosen_images_to_luma_and_leaves_the_others_and_the_stream_alone(faces: torch.Tensor) -> None:
+    base = {**OFF, "color": 0.2, "erase": 0.5}
+    kept = augment_batch(faces, AugmentConfig(**base), _gen(7))
+    grayed = augment_batch(faces, AugmentConfig(**{**base, "gray": 0.5}), _gen(7))
+    # Grayscale draws last, so colour jitter and erasing see the same random numbers as without it.
+    is_gray = (grayed[:, 0] == grayed[:, 1]).flatten(1).all(dim=1) & (grayed[:, 1] == grayed[:, 2]).flatten(1).all(dim=1)
+    assert 0 < int(is_gray.sum()) < len(faces)  # a coin per image; real colour faces are never gray
+    assert torch.equal(grayed[~is_gray], kept[~is_gray])
+    luma = (kept[is_gray] * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(dim=1)
+    assert torch.allclose(grayed[is_gray][:, 0], luma, atol=1e-6)
+    every = augment_batch(faces, AugmentConfig(**{**OFF, "gray": 1.0}), _gen(8))
+    assert bool((every[:, 0] == every[:, 2]).all())
+
+
+def test_gray_must_be_a_probability(faces: torch.Tensor) -> None:
+    for bad in (-0.1, 1.5):
+        with pytest.raises(FaceattrError, match="augment.gray"):
+            augment_batch(faces, AugmentConfig(gray=bad), _gen(0))

@@ -127,3 +127,16 @@ def test_normalize_batch_uint8_and_float_agree() -> None:
     torch.testing.assert_close(a.double(), ref, atol=1e-6, rtol=0)
     torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
     assert torch.equal(xf, before)  # float input is not modified in place
+
+
+def test_grayscale_images_equal_pil_black_and_white_photos(real_images) -> None:
+    from faceattr.data.transforms import grayscale_images
+
+    photos = [np.array(Image.open(p).convert("RGB")) for p in real_images(4)]
+    gray = grayscale_images(np.stack(photos), chunk=3)  # a chunk boundary inside the batch
+    for rgb, g in zip(photos, gray):
+        expected = np.array(Image.fromarray(rgb).convert("L").convert("RGB"))
+        assert np.array_equal(g, expected)
+    assert gray.dtype == np.uint8 and (gray[..., 0] == gray[..., 2]).all()
+    with pytest.raises(ValueError, match="uint8 images"):
+        grayscale_images(np.zeros((2, 8, 8), dtype=np.uint8))

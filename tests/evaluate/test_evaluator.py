@@ -239,3 +239,17 @@ def test_shipped_default_model_beats_the_majority_baseline(celeba_root: Path) ->
     baseline = np.mean([m["majority_baseline"] for m in r["per_attribute"].values()])
     assert r["mean_accuracy"] > baseline + 0.02
     assert r["mean_auc"] > 0.8
+
+
+def test_grayscale_evaluates_black_and_white_copies_of_the_same_images(evaluation: Any, trained_run: Path,
+                                                                     celeba_root: Path) -> None:
+    from faceattr.data.transforms import grayscale_images
+    from faceattr.evaluate import EvalConfig, evaluate_model
+
+    gray = evaluate_model(EvalConfig(model=str(trained_run), data_root=str(celeba_root), split="valid",
+                                     limit=EVAL_LIMIT, grayscale=True, progress=False))
+    validate_schema(gray.result)
+    assert gray.result["grayscale"] is True and evaluation.result["grayscale"] is False
+    assert gray.filenames == evaluation.filenames  # the same sample, only the colour differs
+    assert np.array_equal(gray.images, grayscale_images(evaluation.images))
+    assert not np.allclose(gray.probs, evaluation.probs, atol=1e-4)

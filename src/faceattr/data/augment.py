@@ -2,7 +2,8 @@
 
 Crop, zoom, rotation and horizontal flip are folded into one affine matrix per image and applied
 with a single `affine_grid` + `grid_sample` call for the whole batch, so augmentation costs one
-resampling pass instead of a Python loop over PIL images. Random erasing is one masked `where`.
+resampling pass instead of a Python loop over PIL images. Random erasing and grayscale are one
+masked `where` each.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ def _check(cfg: AugmentConfig) -> None:
         raise FaceattrError(f"augment.color must be in [0, 1] (0: off), got {cfg.color}")
     if not 0.0 <= cfg.erase <= 1.0:
         raise FaceattrError(f"augment.erase must be a probability in [0, 1] (0: off), got {cfg.erase}")
+    if not 0.0 <= cfg.gray <= 1.0:
+        raise FaceattrError(f"augment.gray must be a probability in [0, 1] (0: off), got {cfg.gray}")
 
 
 def _geometric(cfg: AugmentConfig) -> bool:
@@ -93,7 +96,7 @@ def _erase_mask(v: torch.Tensor, p: float, height: int, width: int) -> torch.Ten
 
 
 def augment_batch(images: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator) -> torch.Tensor:
-    """Randomly crop, zoom, rotate, flip, colour-jitter and erase uint8 [N, 3, H, W]; returns float32 0..1, same size.
+    """Randomly crop, zoom, rotate, flip, colour-jitter, erase and gray uint8 [N, 3, H, W]; returns float32 0..1, same size.
 
     Deterministic for a given generator state. Random numbers are drawn on the generator's device
     and moved to the images' device, so a CPU generator can drive augmentation of CUDA tensors.
@@ -131,4 +134,11 @@ def augment_batch(images: torch.Tensor, cfg: AugmentConfig, generator: torch.Gen
         v = torch.rand(n, 5, generator=generator, device=generator.device, dtype=torch.float64).to(images.device)
         noise = torch.rand(x.shape, generator=generator, device=generator.device).to(x.device)
         x = torch.where(_erase_mask(v, cfg.erase, height, width), noise, x)
+
+    if cfg.gray > 0.0:
+        # Drawn after everything else, as erasing is, so runs without it keep their random stream.
+        g = torch.rand(n, generator=generator, device=generator.device, dtype=torch.float64).to(images.device)
+        weights = torch.tensor(_GRAY, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
+        luma = (x * weights).sum(dim=1, keepdim=True).expand_as(x)
+        x = torch.where((g < cfg.gray).view(n, 1, 1, 1), luma, x)
     return x

@@ -24,6 +24,7 @@ __all__ = [
     "prepare_image",
     "to_tensor_batch",
     "normalize_batch",
+    "grayscale_images",
 ]
 
 ALIGNED_SIZE = (218, 178)  # (height, width) of CelebA's aligned frame, in which `Preprocess.crop` is given
@@ -160,3 +161,20 @@ def normalize_batch(x: torch.Tensor, pre: Preprocess) -> torch.Tensor:
     if x.dtype == torch.uint8:
         return x.to(torch.float32).div_(255.0).sub_(mean).div_(std)  # a new tensor: in place is safe
     return (x.to(torch.float32) - mean) / std
+
+
+def grayscale_images(images: np.ndarray, *, chunk: int = 1024) -> np.ndarray:
+    """uint8 images [N, H, W, 3] -> new uint8 array of their ITU-R 601 luma in all three channels.
+
+    PIL's own fixed-point weights (``convert("L")``), so it equals a black-and-white photo decoded to RGB.
+    Works in chunks, so a memory-mapped cache is never converted to float as a whole.
+    """
+    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+        raise ValueError(f"expected uint8 images [N, H, W, 3], got {images.dtype} {tuple(images.shape)}")
+    out = np.empty_like(images)
+    weights = np.array([19595, 38470, 7471], dtype=np.uint32)  # 0.299, 0.587, 0.114 in 1/65536ths
+    for start in range(0, len(images), chunk):
+        part = images[start : start + chunk].astype(np.uint32)
+        luma = ((part @ weights + 0x8000) >> 16).astype(np.uint8)
+        out[start : start + chunk] = luma[..., None]
+    return out

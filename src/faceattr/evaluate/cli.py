@@ -41,6 +41,8 @@ def register(sub: Any) -> None:
     p.add_argument("--cache-dir", default="", help="where decoded images are cached")
     p.add_argument("--workers", type=int, default=0, help="processes for the one-time decode (0: one per core)")
     p.add_argument("--flip", action="store_true", help="average predictions with the mirrored image")
+    p.add_argument("--grayscale", action="store_true",
+                   help="evaluate on black-and-white copies of the images (robustness to grayscale photos)")
     p.add_argument("--samples", type=int, default=16, help="faces shown in the report (default: 16)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_run_evaluate)
@@ -68,7 +70,8 @@ def _summary_text(r: dict[str, Any]) -> str:
         return "-" if v is None else f"{v:.4f}"
 
     lines = [
-        f"{r['architecture']} on {r['split']} ({r['n_images']} images, {len(r['attributes'])} attributes, threshold 0.5)",
+        (f"{r['architecture']} on {r['split']} ({r['n_images']} {'black-and-white ' if r.get('grayscale') else ''}images"
+         f"{', mirror-averaged' if r.get('flip') else ''}, {len(r['attributes'])} attributes, threshold 0.5)"),
         (f"  mean accuracy {f(r['mean_accuracy'])}  balanced {f(r['mean_balanced_accuracy'])}  F1 {f(r['mean_f1'])}  "
          f"AUC {f(r['mean_auc'])}  exact match {f(r['exact_match'])}  Hamming {f(r['hamming_loss'])}"),
     ]
@@ -118,6 +121,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         cache_dir=args.cache_dir,
         workers=args.workers,
         flip=args.flip,
+        grayscale=args.grayscale,
         progress=not args.no_progress,
     )
     if args.report:

@@ -63,6 +63,9 @@ class EvalConfig:
     cache_dir: str = ""
     workers: int = 0
     flip: bool = False  # average with the mirrored image (test-time augmentation)
+    # Evaluate on black-and-white copies of the images (luma in all channels): how much a model
+    # trained on colour photos loses on grayscale ones, colour attributes above all.
+    grayscale: bool = False
     progress: bool = True
 
 
@@ -187,6 +190,10 @@ def _predict(cfg: EvalConfig, split: Any, model: Any, meta: dict[str, Any], colu
     if keep.size == 0:
         raise FaceattrError(f"no readable images in split '{split.split}' under {cfg.data_root}")
     images = cache.images if keep.size == len(valid) else cache.images[keep]
+    if cfg.grayscale:
+        from faceattr.data.transforms import grayscale_images
+
+        images = grayscale_images(images)
     bar = None
     if cfg.progress:
         from tqdm.auto import tqdm
@@ -311,6 +318,8 @@ def evaluate_model(cfg: EvalConfig) -> Evaluation:
         "limit": cfg.limit,
         "holdout_fraction": cfg.holdout_fraction,
         "seed": seed,
+        "flip": cfg.flip,
+        "grayscale": cfg.grayscale,
         "n_images": len(labels),
         "n_skipped": ev.n_skipped,
         "attributes": attributes,

@@ -11,6 +11,8 @@ ROC AUC when the split holds one class only, or a subgroup with no images)::
       "architecture": str,           # registry name, e.g. "mobilenet_v2"
       "output": "sigmoid" | "softmax",
       "data_root": str, "split": str, "limit": int, "holdout_fraction": float, "seed": int,
+      "flip": bool,                  # predictions averaged with the mirrored image (--flip)
+      "grayscale": bool,             # evaluated on black-and-white copies of the images (--grayscale)
       "n_images": int,               # images evaluated (unreadable ones are left out ...)
       "n_skipped": int,              # ... and counted here
       "attributes": [str, ...],      # evaluated attributes, in model order
@@ -163,6 +165,8 @@ EVAL_SCHEMA: dict[str, Any] = {
         "limit": {"type": "integer", "minimum": 0},
         "holdout_fraction": {"type": "number", "minimum": 0, "maximum": 1},
         "seed": {"type": "integer"},
+        "flip": {"type": "boolean"},
+        "grayscale": {"type": "boolean"},
         "n_images": {"type": "integer", "minimum": 1},
         "n_skipped": {"type": "integer", "minimum": 0},
         "attributes": {"type": "array", "items": {"type": "string"}, "minItems": 1},
