@@ -27,7 +27,7 @@ from scipy.special import expit
 from faceattr.checkpoint import load_checkpoint, read_metadata, resolve_checkpoint
 from faceattr.data import load_celeba
 from faceattr.data.cache import build_cache
-from faceattr.data.transforms import Preprocess, normalize_batch
+from faceattr.data.transforms import Preprocess, grayscale_images, normalize_batch
 from faceattr.evaluate.metrics import calibration_gain, metric_block
 from faceattr.runtime import predict_logits
 
@@ -39,7 +39,7 @@ def member_logits(path: Path, split: str, args: argparse.Namespace, cache: Path)
     meta = read_metadata(path)
     attrs = list(meta["attributes"])
     cfg = meta.get("config") or {}
-    key = f"{path.resolve()}|{path.stat().st_mtime_ns}|{split}|{args.flip}"
+    key = f"{path.resolve()}|{path.stat().st_mtime_ns}|{split}|{args.flip}" + ("|gray" if args.grayscale else "")
     out = cache / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.npz"
     if out.is_file():
         z = np.load(out)
@@ -48,6 +48,8 @@ def member_logits(path: Path, split: str, args: argparse.Namespace, cache: Path)
                        holdout_fraction=float((cfg.get("data") or {}).get("holdout_fraction", 0.1)))
     pre = Preprocess.from_dict(meta["preprocess"])
     images = build_cache(data.paths, pre).images
+    if args.grayscale:
+        images = grayscale_images(images)
     model, _ = load_checkpoint(path)
     logits = predict_logits(model, images, lambda x: normalize_batch(x, pre), flip=args.flip)
     labels = np.asarray(data.labels, dtype=np.float32)
@@ -78,6 +80,7 @@ def main() -> None:
     ap.add_argument("--data-root", default="../shared/celeba")
     ap.add_argument("--splits", nargs="+", default=["holdout", "valid"])
     ap.add_argument("--flip", action="store_true", help="mirror-average each member's logits")
+    ap.add_argument("--grayscale", action="store_true", help="score black-and-white copies of the images")
     ap.add_argument("--cache", type=Path, default=Path("runs/.ensemble_logits"))
     ap.add_argument("--json", type=Path, help="also write the table as JSON")
     args = ap.parse_args()
@@ -102,7 +105,7 @@ def main() -> None:
     for r in rows:
         cells = "  ".join(f"{r[s][m]:>16.4f}" for s in args.splits for m in ("mean_acc", "balanced", "male", "exact5"))  # type: ignore[index]
         print(f"{' + '.join(r['members']):<60} {cells}  {r['cal_gain']:>+9.4f}")  # type: ignore[arg-type]
-    print(f"(threshold 0.5; flip={args.flip}; sorted by {args.splits[0]} mean accuracy)")
+    print(f"(threshold 0.5; flip={args.flip}; grayscale={args.grayscale}; sorted by {args.splits[0]} mean accuracy)")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
 

@@ -159,6 +159,26 @@ def test_calibration_is_saved_and_reported_with_a_loud_warning(run_copy: Path, c
     assert later["calibration"]["warning"]
 
 
+def test_mixed_calibration_records_its_weight_and_beats_one_half_on_its_own_objective(run_copy: Path,
+                                                                                    celeba_root: Path) -> None:
+    from faceattr.evaluate import EvalConfig, evaluate_model
+
+    r = evaluate_model(EvalConfig(model=str(run_copy), data_root=str(celeba_root), split="valid", limit=120,
+                                  calibrate="mixed", balanced_weight=0.5, save_thresholds=False, progress=False)).result
+    validate_schema(r)
+    assert r["calibration"]["objective"] == "mixed" and r["calibration"]["balanced_weight"] == 0.5
+    assert r["calibration"]["saved"] is False
+
+    def mixed(block: dict[str, Any]) -> float:
+        return block["mean_accuracy"] + 0.5 * block["mean_balanced_accuracy"]
+
+    # Chosen per attribute on these very images, so the objective cannot be worse than at 0.5.
+    assert mixed(r["calibrated"]) >= mixed(r) - 1e-12
+    with pytest.raises(Exception, match="balanced weight"):
+        evaluate_model(EvalConfig(model=str(run_copy), data_root=str(celeba_root), split="valid", limit=120,
+                                  calibrate="mixed", balanced_weight=-0.1, progress=False))
+
+
 def test_calibrating_on_a_holdout_the_model_trained_on_is_flagged(run_copy: Path, celeba_root: Path) -> None:
     from faceattr.evaluate import EvalConfig, evaluate_model
 

@@ -132,6 +132,23 @@ def test_calibration_by_hand() -> None:
         calibrate_thresholds(y, p, "f1")
 
 
+def test_mixed_calibration_buys_balanced_accuracy_only_as_dearly_as_its_weight_says() -> None:
+    # One positive (0.2) below two negatives (0.4, 0.3) among 10. "Never": accuracy 0.9, balanced 0.5;
+    # the top three: accuracy 0.8, balanced (1 + 7/9) / 2. Weight 0.25: 1.025 beats 1.022, keep "never";
+    # weight 1: 1.689 beats 1.4, take the top three (cut halfway between 0.2 and 0.18).
+    y = np.array([0, 0, 1, 0, 0, 0, 0, 0, 0, 0])[:, None]
+    p = np.array([0.4, 0.3, 0.2, 0.1, 0.15, 0.05, 0.12, 0.18, 0.02, 0.01])[:, None]
+    t_small, s_small = calibrate_thresholds(y, p, "mixed", balanced_weight=0.25)
+    assert t_small[0] > 0.4 and s_small[0] == pytest.approx(0.9 + 0.25 * 0.5)
+    t_big, s_big = calibrate_thresholds(y, p, "mixed", balanced_weight=1.0)
+    assert t_big[0] == pytest.approx(0.19)
+    assert s_big[0] == pytest.approx(0.8 + (1 + 7 / 9) / 2)
+    t_zero, _ = calibrate_thresholds(y, p, "mixed", balanced_weight=0.0)
+    assert t_zero[0] == calibrate_thresholds(y, p, "accuracy")[0][0]
+    with pytest.raises(ValueError, match="balanced_weight"):
+        calibrate_thresholds(y, p, "mixed", balanced_weight=-1.0)
+
+
 def test_calibration_gain_is_positive_for_a_biased_model_and_negative_for_a_calibrated_one() -> None:
     rng = np.random.default_rng(0)
     n, a = 2000, 4

@@ -23,8 +23,12 @@ def register(sub: Any) -> None:
     p.add_argument("--attributes", nargs="+", metavar="NAME", help="evaluate these attributes only (default: all the model predicts)")
     p.add_argument("--json", metavar="FILE", help="write the result as JSON to FILE ('-': stdout, nothing else)")
     p.add_argument("--report", metavar="DIR", help="write an HTML report with figures into DIR")
-    p.add_argument("--calibrate", choices=["accuracy", "balanced_accuracy"],
-                   help="choose per-attribute thresholds maximising this and save them into the checkpoint")
+    p.add_argument("--calibrate", choices=["accuracy", "balanced_accuracy", "mixed"],
+                   help="choose per-attribute thresholds maximising this and save them into the checkpoint "
+                   "(mixed: accuracy + W x balanced accuracy, W from --balanced-weight)")
+    p.add_argument("--balanced-weight", type=float, metavar="W",
+                   help="weight of balanced accuracy for --calibrate mixed (default: 0.25; "
+                   "higher: more recall on rare attributes, less accuracy)")
     p.add_argument("--calibrate-split", metavar="SPLIT",
                    help="split to calibrate on (default: holdout when the holdout fraction is > 0, else valid)")
     p.add_argument("--no-save-thresholds", action="store_true", help="calibrate and report, but leave the checkpoint as is")
@@ -77,12 +81,15 @@ def _summary_text(r: dict[str, Any]) -> str:
     ]
     if r.get("calibrated"):
         c = r["calibrated"]
-        lines.append(f"  calibrated ({r['calibration'].get('objective')} on {r['calibration'].get('split')}): "
+        objective = r["calibration"].get("objective")
+        if objective == "mixed":
+            objective = f"accuracy + {r['calibration'].get('balanced_weight')} x balanced accuracy"
+        lines.append(f"  calibrated ({objective} on {r['calibration'].get('split')}): "
                      f"mean accuracy {f(c['mean_accuracy'])}  balanced {f(c['mean_balanced_accuracy'])}  F1 {f(c['mean_f1'])}")
         gain = r["calibration"].get("cross_validated_gain")
         if gain is not None:
             lines.append(f"  calibration cross-checked on held-out {r['calibration'].get('split')} people: "
-                         f"{gain:+.4f} {r['calibration'].get('objective')} against 0.5")
+                         f"{gain:+.4f} {objective} against 0.5")
     width = max(len(a) for a in per)
     lines.append(f"  {'attribute':<{width}}  {'acc':>6}  {'base':>6}  {'bal':>6}  {'F1':>6}  {'AUC':>6}")
     for a, m in sorted(per.items(), key=lambda kv: -(kv[1]["balanced_accuracy"] or 0)):
@@ -111,6 +118,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         subgroups=None if args.subgroups is None else list(args.subgroups),
         calibrate=args.calibrate or "",
         calibrate_split=args.calibrate_split or "",
+        **({} if args.balanced_weight is None else {"balanced_weight": args.balanced_weight}),
         save_thresholds=not args.no_save_thresholds,
         batch_size=args.batch_size,
         device=args.device,

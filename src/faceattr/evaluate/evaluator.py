@@ -27,6 +27,7 @@ import numpy as np
 
 from faceattr.errors import FaceattrError, did_you_mean, resolve_names
 from faceattr.evaluate.metrics import (
+    MIXED_WEIGHT,
     OBJECTIVES,
     calibrate_thresholds,
     calibration_gain,
@@ -51,7 +52,8 @@ class EvalConfig:
     split: str = "valid"  # valid | test | holdout | train | all
     attributes: list[str] = field(default_factory=list)  # empty: every attribute the model predicts
     subgroups: list[str] | None = None  # None: Male and Young when the data labels them; []: none
-    calibrate: str = ""  # "" (off) | accuracy | balanced_accuracy
+    calibrate: str = ""  # "" (off) | accuracy | balanced_accuracy | mixed
+    balanced_weight: float = MIXED_WEIGHT  # mixed: maximise accuracy + this x balanced accuracy
     calibrate_split: str = ""  # "": holdout when holdout_fraction > 0, else valid
     save_thresholds: bool = True  # write calibrated thresholds into the checkpoint's metadata
     batch_size: int = 256
@@ -109,6 +111,8 @@ def _check_config(cfg: EvalConfig) -> None:
             f"unknown calibration objective '{cfg.calibrate}'{did_you_mean(cfg.calibrate, OBJECTIVES)}; "
             f"choose from: {', '.join(OBJECTIVES)}"
         )
+    if not cfg.balanced_weight >= 0:
+        raise FaceattrError(f"balanced weight must be >= 0 (0: plain accuracy), got {cfg.balanced_weight}")
     if cfg.batch_size <= 0:
         raise FaceattrError(f"batch size must be > 0, got {cfg.batch_size}")
     if cfg.limit < 0:
@@ -336,8 +340,10 @@ def evaluate_model(cfg: EvalConfig) -> Evaluation:
         cal_labels, cal_probs, cal_n = cal.labels[:, : len(attributes)], cal.probs, len(cal.labels)
         if cal_data is not None:
             warnings_ += _overlap_warnings(cal_split, cfg, seed, meta, "calibration")
-        thresholds, scores = calibrate_thresholds(cal_labels, cal_probs, cfg.calibrate)
-        gain = calibration_gain(cal_labels, cal_probs, cal.identities, cfg.calibrate) if cal.identities is not None else None
+        weight = cfg.balanced_weight
+        thresholds, scores = calibrate_thresholds(cal_labels, cal_probs, cfg.calibrate, balanced_weight=weight)
+        gain = (calibration_gain(cal_labels, cal_probs, cal.identities, cfg.calibrate, balanced_weight=weight)
+                if cal.identities is not None else None)
         if gain is not None and gain <= 0:
             warnings_.append(
                 f"thresholds calibrated on half of the '{cal_split}' people score {gain:+.4f} {cfg.calibrate} against 0.5 "
@@ -347,6 +353,7 @@ def evaluate_model(cfg: EvalConfig) -> Evaluation:
         calibration = {
             "source": "this evaluation",
             "objective": cfg.calibrate,
+            "balanced_weight": cfg.balanced_weight if cfg.calibrate == "mixed" else None,
             "split": cal_split,
             "n_images": int(cal_n),
             "limit": cfg.limit,

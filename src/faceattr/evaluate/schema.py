@@ -47,7 +47,8 @@ ROC AUC when the split holds one class only, or a subgroup with no images)::
       # Thresholds other than 0.5: calibrated now (--calibrate) or stored in the checkpoint.
       "calibration": null | {
           "source": "this evaluation" | "checkpoint",
-          "objective": "accuracy" | "balanced_accuracy" | null,
+          "objective": "accuracy" | "balanced_accuracy" | "mixed" | null,
+          "balanced_weight": float | null,  # mixed: accuracy + this x balanced accuracy
           "split": str | null, "n_images": int,  # the split the thresholds were chosen on
           "thresholds": {NAME: float},
           "cross_validated_gain": float | null,  # calibrated now: mean gain over 0.5 when thresholds
@@ -181,7 +182,8 @@ EVAL_SCHEMA: dict[str, Any] = {
                     "required": ["source", "objective", "split", "thresholds", "saved", "same_split_as_evaluation", "warning"],
                     "properties": {
                         "source": {"enum": ["this evaluation", "checkpoint"]},
-                        "objective": {"enum": ["accuracy", "balanced_accuracy", None]},
+                        "objective": {"enum": ["accuracy", "balanced_accuracy", "mixed", None]},
+                        "balanced_weight": {"type": ["number", "null"], "minimum": 0},
                         "split": {"type": ["string", "null"]},
                         "thresholds": {"type": "object", "additionalProperties": _NUM},
                         "cross_validated_gain": {"type": ["number", "null"]},
