@@ -157,3 +157,23 @@ def test_gray_must_be_a_probability(faces: torch.Tensor) -> None:
     for bad in (-0.1, 1.5):
         with pytest.raises(FaceattrError, match="augment.gray"):
             augment_batch(faces, AugmentConfig(gray=bad), _gen(0))
+
+
+def _sharpness(x: torch.Tensor) -> torch.Tensor:
+    """Mean absolute difference between horizontal neighbours, per image."""
+    return (x[..., 1:] - x[..., :-1]).abs().flatten(1).mean(dim=1)
+
+
+def test_lowres_blurs_chosen_images_only_and_leaves_the_stream_alone(faces: torch.Tensor) -> None:
+    base = {**OFF, "color": 0.2, "erase": 0.3, "gray": 0.3}
+    kept = augment_batch(faces, AugmentConfig(**base), _gen(9))
+    low = augment_batch(faces, AugmentConfig(**{**base, "lowres": 0.5}), _gen(9))
+    hit = (low != kept).flatten(1).any(dim=1)
+    assert 0 < int(hit.sum()) < len(faces)  # a coin per image
+    assert torch.equal(low[~hit], kept[~hit])  # drawn last: the other steps are unchanged
+    assert bool((_sharpness(low[hit]) < _sharpness(kept[hit])).all())  # fewer pixels, less detail
+    assert low.shape == faces.shape and 0.0 <= float(low.min()) and float(low.max()) <= 1.0
+    # Blurring keeps the picture: the mean colour of each image hardly moves.
+    assert torch.allclose(low.mean(dim=(2, 3)), kept.mean(dim=(2, 3)), atol=0.02)
+    with pytest.raises(FaceattrError, match="augment.lowres"):
+        augment_batch(faces, AugmentConfig(lowres=2.0), _gen(0))

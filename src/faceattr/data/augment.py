@@ -3,7 +3,7 @@
 Crop, zoom, rotation and horizontal flip are folded into one affine matrix per image and applied
 with a single `affine_grid` + `grid_sample` call for the whole batch, so augmentation costs one
 resampling pass instead of a Python loop over PIL images. Random erasing and grayscale are one
-masked `where` each.
+masked `where` each; lowering the resolution is two `interpolate` calls per chosen image.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ _GRAY = (0.299, 0.587, 0.114)  # ITU-R 601 luma, as torchvision's adjust_contras
 _ERASE, _AREA, _RATIO, _TOP, _LEFT = range(5)
 _ERASE_AREA = (0.02, 0.33)  # share of the image, as torchvision's RandomErasing
 _ERASE_RATIO = (0.3, 3.3)  # height / width of the rectangle, log-uniform
+_LOWRES_SIDE = (0.25, 1.0)  # share of each side kept when the resolution is lowered, uniform
 
 
 def _check(cfg: AugmentConfig) -> None:
@@ -43,6 +44,8 @@ def _check(cfg: AugmentConfig) -> None:
         raise FaceattrError(f"augment.erase must be a probability in [0, 1] (0: off), got {cfg.erase}")
     if not 0.0 <= cfg.gray <= 1.0:
         raise FaceattrError(f"augment.gray must be a probability in [0, 1] (0: off), got {cfg.gray}")
+    if not 0.0 <= cfg.lowres <= 1.0:
+        raise FaceattrError(f"augment.lowres must be a probability in [0, 1] (0: off), got {cfg.lowres}")
 
 
 def _geometric(cfg: AugmentConfig) -> bool:
@@ -96,7 +99,7 @@ def _erase_mask(v: torch.Tensor, p: float, height: int, width: int) -> torch.Ten
 
 
 def augment_batch(images: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator) -> torch.Tensor:
-    """Randomly crop, zoom, rotate, flip, colour-jitter, erase and gray uint8 [N, 3, H, W]; returns float32 0..1, same size.
+    """Randomly crop, zoom, rotate, flip, colour-jitter, erase, gray and blur uint8 [N, 3, H, W]; returns float32 0..1, same size.
 
     Deterministic for a given generator state. Random numbers are drawn on the generator's device
     and moved to the images' device, so a CPU generator can drive augmentation of CUDA tensors.
@@ -141,4 +144,12 @@ def augment_batch(images: torch.Tensor, cfg: AugmentConfig, generator: torch.Gen
         weights = torch.tensor(_GRAY, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
         luma = (x * weights).sum(dim=1, keepdim=True).expand_as(x)
         x = torch.where((g < cfg.gray).view(n, 1, 1, 1), luma, x)
+
+    if cfg.lowres > 0.0:
+        r = torch.rand(n, 2, generator=generator, device=generator.device, dtype=torch.float64)
+        side = _LOWRES_SIDE[0] + (_LOWRES_SIDE[1] - _LOWRES_SIDE[0]) * r[:, 1]
+        for i in torch.nonzero(r[:, 0] < cfg.lowres).flatten().tolist():
+            size = (max(1, round(height * float(side[i]))), max(1, round(width * float(side[i]))))
+            small = F.interpolate(x[i : i + 1], size=size, mode="bilinear", antialias=True, align_corners=False)
+            x[i : i + 1] = F.interpolate(small, size=(height, width), mode="bilinear", align_corners=False).clamp_(0.0, 1.0)
     return x

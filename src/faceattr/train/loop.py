@@ -230,7 +230,7 @@ def _cache_frozen_features(run: Run) -> None:
     prefix = nn.Sequential(*stages[: run.frozen_prefix]).eval()
     views = 2 if cfg.augment.hflip else 1
     n = len(run.train_labels)
-    skipped = [name for name in ("crop_scale", "rotate", "scale", "color", "erase", "gray")
+    skipped = [name for name in ("crop_scale", "rotate", "scale", "color", "erase", "gray", "lowres")
                if getattr(cfg.augment, name) != (1.0 if name == "crop_scale" else 0.0)]
     if skipped:
         logger.info("cache_frozen: only horizontal flips augment cached features; skipping %s", ", ".join(skipped))
