@@ -38,6 +38,22 @@ def test_evaluate_prints_a_summary_and_writes_json_and_report(trained_run: Path,
     assert (rep / "report.html").is_file()
 
 
+def test_grayscale_and_mixed_calibration_flags_reach_the_result_and_the_summary(
+        run_copy: Path, celeba_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["evaluate", str(run_copy), "--data-root", str(celeba_root), "--limit", "60", "--json", "-",
+                 "--grayscale", "--calibrate", "mixed", "--balanced-weight", "0.5", "--no-save-thresholds",
+                 "--no-progress"])
+    out, _ = capsys.readouterr()
+    assert code == 0
+    doc = json.loads(out)
+    assert doc["grayscale"] is True and doc["flip"] is False
+    assert doc["calibration"]["objective"] == "mixed" and doc["calibration"]["balanced_weight"] == 0.5
+    main(["evaluate", str(run_copy), "--data-root", str(celeba_root), "--limit", "60", "--grayscale", "--no-progress",
+          "--calibrate", "mixed", "--no-save-thresholds"])
+    out, _ = capsys.readouterr()
+    assert "60 black-and-white images" in out and "accuracy + 0.25 x balanced accuracy" in out
+
+
 def test_unknown_attribute_suggests_the_closest_name(trained_run: Path, celeba_root: Path,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
     _fails(["evaluate", str(trained_run), "--data-root", str(celeba_root), "--attributes", "Smilng"], capsys,
