@@ -55,7 +55,8 @@ def operating_points(args: argparse.Namespace, ev: Any) -> None:
     """Thresholds chosen on the holdout per objective: mean accuracy / balanced accuracy on --split and,
     cross-validated, on holdout people they were not chosen on (identities halved 10 times, both ways)."""
     hold = evaluate_model(EvalConfig(model=args.model, data_root=args.data_root, split="holdout", progress=False))
-    y_h, p_h, attrs = hold.labels, hold.probs, ev.attributes
+    attrs = ev.attributes
+    y_h, p_h = hold.labels[:, : len(attrs)], hold.probs
     ids = hold_identities(args, hold)
     print(f"\nthresholds chosen on the holdout ({len(y_h)} images), scored on {args.split} and on held-out holdout people")
     print(f"{'objective':<20} {args.split + ' acc':>10} {args.split + ' bal':>10} {'cv acc':>8} {'cv bal':>8}")

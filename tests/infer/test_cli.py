@@ -52,6 +52,19 @@ def test_predict_human_output(capsys: pytest.CaptureFixture[str], small_ckpt: Pa
     assert all((len(r) == 3) == (face.probabilities[r[0]] >= 0.5) for r in rows)
 
 
+def test_black_and_white_photos_are_flagged_in_text_and_json(capsys: pytest.CaptureFixture[str], small_ckpt: Path,
+                                                            grace: Path, tmp_path: Path) -> None:
+    bw = tmp_path / "grace_bw.png"
+    Image.open(grace).convert("L").save(bw)
+    assert main(["predict", str(bw), str(grace), "--model", str(small_ckpt)]) == 0
+    out = capsys.readouterr().out
+    notes = [line for line in out.splitlines() if "black-and-white photo" in line]
+    assert len(notes) == 1 and out.index(notes[0]) > out.index(f"{bw}: 1 face")  # under the gray one only
+    assert main(["predict", str(bw), str(grace), "--model", str(small_ckpt), "--json"]) == 0
+    gray_doc, colour_doc = json.loads(capsys.readouterr().out)
+    assert gray_doc["grayscale"] is True and "grayscale" not in colour_doc
+
+
 def test_predict_json_is_the_only_stdout(capsys: pytest.CaptureFixture[str], small_ckpt: Path, photos: Path) -> None:
     code = main(["-q", "predict", str(photos), "--model", str(small_ckpt), "--json", "--batch-size", "2"])
     captured = capsys.readouterr()

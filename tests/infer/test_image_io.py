@@ -53,6 +53,21 @@ def test_grayscale(tmp_path: Path, portrait: np.ndarray) -> None:
     assert all(np.array_equal(a[..., c], g) for c in range(3))
 
 
+def test_is_grayscale_tells_black_and_white_photos_from_colour_ones(tmp_path: Path, portrait: np.ndarray) -> None:
+    from faceattr.infer.image_io import is_grayscale
+
+    assert not is_grayscale(portrait)
+    gray = Image.fromarray(portrait).convert("L").convert("RGB")
+    assert is_grayscale(np.asarray(gray))
+    # A black-and-white photo saved as a colour JPEG drifts by a level or two between channels.
+    p = tmp_path / "bw.jpg"
+    gray.save(p, quality=80)
+    assert is_grayscale(load_rgb(p))
+    # A faint sepia tint is colour.
+    sepia = np.asarray(gray).astype(int) + np.array([12, 4, -8])
+    assert not is_grayscale(np.clip(sepia, 0, 255).astype(np.uint8))
+
+
 def test_rgba_composited_on_white(tmp_path: Path) -> None:
     rgba = np.zeros((20, 30, 4), np.uint8)
     rgba[..., 0] = 200

@@ -127,6 +127,8 @@ def _print_human(res: Any, threshold_of: dict[str, float], min_face: int) -> Non
         print(f"{res.image}: no face found (try --no-detect to treat the whole image as one face)")
         return
     print(f"{res.image}: {n} face{'s' if n != 1 else ''}")
+    if res.grayscale:
+        print("  black-and-white photo: hair colours, Pale_Skin, Rosy_Cheeks and make-up are guesses")
     for k, f in enumerate(res.faces, 1):
         x, y, w, h = f.box
         score = "" if f.score is None else f"  score {f.score:.2f}"

@@ -17,7 +17,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from faceattr.errors import FaceattrError
 
-__all__ = ["MAX_PIXELS", "ImageSource", "load_rgb", "pil_to_rgb", "array_to_rgb", "describe"]
+__all__ = ["MAX_PIXELS", "ImageSource", "load_rgb", "pil_to_rgb", "array_to_rgb", "describe", "is_grayscale"]
 
 logger = logging.getLogger(__name__)
 
@@ -168,3 +168,16 @@ def array_to_rgb(a: np.ndarray, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         alpha = a[..., 3:4].astype(np.float32) / 255.0
         a = (a[..., :3].astype(np.float32) * alpha + 255.0 * (1.0 - alpha) + 0.5).astype(np.uint8)
     return np.ascontiguousarray(a)
+
+
+def is_grayscale(rgb: np.ndarray, *, tolerance: int = 2) -> bool:
+    """Whether an RGB uint8 image [H, W, 3] is black and white (its channels agree within `tolerance`).
+
+    Checks every 4th pixel of every 4th row: enough to catch colour, and cheap on a 12-MP photo. The
+    tolerance absorbs the rounding of grayscale photos saved as colour JPEGs.
+    """
+    sample = rgb[::4, ::4].astype(np.int16)
+    if sample.size == 0:
+        return False
+    return bool(np.abs(sample[..., 0] - sample[..., 1]).max() <= tolerance
+                and np.abs(sample[..., 1] - sample[..., 2]).max() <= tolerance)

@@ -22,7 +22,7 @@ from PIL import Image
 
 from faceattr.errors import FaceattrError
 from faceattr.infer.backends import Backend, OnnxBackend, TorchBackend
-from faceattr.infer.image_io import ImageSource, describe, load_rgb
+from faceattr.infer.image_io import ImageSource, describe, is_grayscale, load_rgb
 
 __all__ = ["AttributeModel", "Face", "ImageResult", "load", "export", "samples_dir", "sample_path", "BACKENDS"]
 
@@ -69,12 +69,17 @@ class ImageResult:
     image: str
     faces: list[Face]
     error: str | None = None
+    # A black-and-white photo: colour attributes (hair colours, Pale_Skin, Rosy_Cheeks, make-up)
+    # cannot really be read from it, whatever their probabilities say.
+    grayscale: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form: {"image", "faces"} plus "error" when set."""
+        """JSON-ready form: {"image", "faces"} plus "error" and "grayscale": true when set."""
         d: dict[str, Any] = {"image": self.image, "faces": [f.to_dict() for f in self.faces]}
         if self.error is not None:
             d["error"] = self.error
+        if self.grayscale:
+            d["grayscale"] = True
         return d
 
 
@@ -246,7 +251,7 @@ class AttributeModel:
         except Exception as e:  # one odd file (e.g. an OpenCV error on a strange image) must not end the batch
             logger.debug("failed on %s", name, exc_info=True)
             return _Pending(ImageResult(name, [], f"{describe(src)}: {type(e).__name__}: {e}"), [], [])
-        return _Pending(ImageResult(name, faces), crops, targets)
+        return _Pending(ImageResult(name, faces, grayscale=is_grayscale(rgb)), crops, targets)
 
     def predict_many(
         self,

@@ -246,12 +246,14 @@ def create_app(
     @app.post("/predict", summary="Faces and attributes of an uploaded photo")
     async def predict(file: Annotated[UploadFile, File(description="an image: JPEG, PNG, WebP, BMP, GIF or TIFF")]) -> dict[str, Any]:
         from faceattr.infer import ImageResult
+        from faceattr.infer.image_io import is_grayscale
 
         data = await _read_upload(file, max_upload_bytes)
         rgb = await run_in_threadpool(_decode_upload, data, max_pixels)
         faces = await run_in_threadpool(svc.predict, rgb)
         name = Path(file.filename or "upload").name[:200]
-        return {**ImageResult(name, faces).to_dict(), "width": int(rgb.shape[1]), "height": int(rgb.shape[0])}
+        result = ImageResult(name, faces, grayscale=is_grayscale(rgb))
+        return {**result.to_dict(), "width": int(rgb.shape[1]), "height": int(rgb.shape[0])}
 
     @app.get("/search", summary="Faces in the index that match attribute terms, best first")
     def search_get(
