@@ -152,3 +152,48 @@ def test_cli_writes_an_ensemble_and_reports_errors_in_one_line(members: tuple[Pa
     assert err.startswith("faceattr: error:") and "--overwrite" in err and "\n" not in err
     assert main(["-q", "ensemble", str(members[0]), str(members[1]), "--out", str(out), "--overwrite", "--half"]) == 0
     assert out.stat().st_size < (members[0].stat().st_size + members[1].stat().st_size) * 0.6
+
+
+def test_interpolation_lies_on_the_line_between_a_model_and_its_copy(members: tuple[Path, Path],
+                                                                    tmp_path: Path) -> None:
+    from faceattr.train import interpolate_checkpoints
+
+    a = members[0]
+    b = build_checkpoint(tmp_path / "b.safetensors", "celeb_cnn", num_outputs=5, seed=3, size=(64, 64),
+                         attributes=ATTRS, config=SPLIT_CFG)
+    (ma, _), (mb, _) = load_checkpoint(a), load_checkpoint(b)
+    sa, sb = ma.state_dict(), mb.state_dict()
+    for alpha in (0.0, 0.25, 1.0):
+        out = interpolate_checkpoints(a, b, tmp_path / f"mix{alpha}.safetensors", alpha=alpha)
+        mixed, meta = load_checkpoint(out)
+        for k, v in mixed.state_dict().items():
+            if v.is_floating_point():
+                assert torch.allclose(v, (1 - alpha) * sa[k] + alpha * sb[k], atol=1e-6), k
+        assert meta["interpolated"]["alpha"] == alpha and meta["attributes"] == ATTRS
+    # The ends are the models themselves, so their predictions are too.
+    x = torch.rand(2, 3, 64, 64)
+    end, _ = load_checkpoint(tmp_path / "mix1.0.safetensors")
+    with torch.no_grad():
+        assert torch.allclose(end(x), mb(x), atol=1e-5)
+
+
+def test_interpolation_refuses_different_networks_attributes_or_splits(members: tuple[Path, Path],
+                                                                      tmp_path: Path) -> None:
+    from faceattr.train import interpolate_checkpoints
+
+    a, other_arch = members
+    with pytest.raises(FaceattrError, match="different networks"):
+        interpolate_checkpoints(a, other_arch, tmp_path / "x.safetensors")
+    fewer = build_checkpoint(tmp_path / "f.safetensors", "celeb_cnn", num_outputs=4, size=(64, 64),
+                             attributes=ATTRS[:4], config=SPLIT_CFG)
+    with pytest.raises(FaceattrError, match="different networks or predict different attributes"):
+        interpolate_checkpoints(a, fewer, tmp_path / "x.safetensors")
+    split = build_checkpoint(tmp_path / "s.safetensors", "celeb_cnn", num_outputs=5, size=(64, 64),
+                             attributes=ATTRS, config={**SPLIT_CFG, "seed": 1})
+    with pytest.raises(FaceattrError, match="different data splits"):
+        interpolate_checkpoints(a, split, tmp_path / "x.safetensors")
+    with pytest.raises(FaceattrError, match="alpha"):
+        interpolate_checkpoints(a, a, tmp_path / "x.safetensors", alpha=1.5)
+    with pytest.raises(FaceattrError, match="one of the checkpoints"):
+        interpolate_checkpoints(a, a, a)
+    assert not (tmp_path / "x.safetensors").exists()

@@ -6,7 +6,8 @@ from typing import TYPE_CHECKING
 
 from faceattr._lazy import lazy_exports
 
-__all__ = ["fit", "train_one_epoch", "validate", "prepare_run", "lr_factor", "Run", "make_ensemble"]
+__all__ = ["fit", "train_one_epoch", "validate", "prepare_run", "lr_factor", "Run", "make_ensemble",
+           "interpolate_checkpoints"]
 
 if TYPE_CHECKING:
     from faceattr.train.loop import (
@@ -17,8 +18,9 @@ if TYPE_CHECKING:
         train_one_epoch,
         validate,
     )
-    from faceattr.train.ensemble import make_ensemble
+    from faceattr.train.ensemble import interpolate_checkpoints, make_ensemble
 
 
 # Lazy so `faceattr.train.cli` (imported for `faceattr --help`) does not pull in torch.
-__getattr__, __dir__ = lazy_exports(__name__, {**dict.fromkeys(__all__, "loop"), "make_ensemble": "ensemble"})
+__getattr__, __dir__ = lazy_exports(__name__, {**dict.fromkeys(__all__, "loop"), "make_ensemble": "ensemble",
+                                                   "interpolate_checkpoints": "ensemble"})
