@@ -36,12 +36,12 @@ for config in configs/candidates/mobilenet_v2_robust.toml configs/candidates/mob
     "$BIN/faceattr" train --config "$config"
   fi
 done
-# Last, each member is the halfway point between its weights before and after refining
+# Last, each member is the point three quarters of the way from its weights before refining to after
 # (weight-space ensembling: nearly all of the refinement's robustness, little of its cost on clean crops).
 averaged=()
 for i in 0 1 2; do
   out="${refined[$i]%_robust}_wise"
-  "$BIN/python" scripts/interpolate_weights.py "${members[$i]}" "${refined[$i]}" --alpha 0.5 --out "$out/best.safetensors" --overwrite
+  "$BIN/python" scripts/interpolate_weights.py "${members[$i]}" "${refined[$i]}" --alpha 0.75 --out "$out/best.safetensors" --overwrite
   averaged+=("$out")
 done
 "$BIN/faceattr" ensemble "${averaged[@]}" --out runs/default_ensemble/best.safetensors --overwrite

@@ -36,7 +36,7 @@ OBJECTIVES = ("accuracy", "balanced_accuracy", "mixed")
 # "mixed" maximises accuracy + MIXED_WEIGHT x balanced accuracy unless told another weight. A small
 # weight moves mostly the thresholds of rare attributes, where a little accuracy buys much recall: on
 # the shipped model's holdout, cross-validated over people, 0.25 trades 0.4 points of mean accuracy
-# for 3.5 points of mean balanced accuracy (0.1: 0.2 for 2.2; scripts/model_card_figures.py prints it).
+# for 3.3 points of mean balanced accuracy (0.1: 0.2 for 1.9; scripts/model_card_figures.py prints it).
 MIXED_WEIGHT = 0.25
 
 # Keys of one attribute's entry and of a block's overall numbers; the JSON schema lists the same.
