@@ -10,31 +10,29 @@ BIN=${BIN:-.venv/bin}
 export TORCH_HOME=${TORCH_HOME:-../shared/weights/torch_home}
 export FACEATTR_WEIGHTS_DIR=${FACEATTR_WEIGHTS_DIR:-../shared/weights}
 
-members=()
-for config in configs/default.toml configs/candidates/mobilenet_v2_cached.toml configs/candidates/efficientnet_lite0_erase.toml; do
-  out=$(sed -n 's/^out = "\(.*\)"/\1/p' "$config")
-  members+=("$out")
+# train CONFIG: train (or resume, or skip when finished) the run CONFIG describes; its folder lands in $out.
+train() {
+  out=$(sed -n 's/^out = "\(.*\)"/\1/p' "$1")
   if [[ -f "$out/summary.json" ]]; then
     echo "$out: finished, skipped"
   elif [[ -f "$out/last.safetensors" ]]; then
-    "$BIN/faceattr" train --config "$config" --resume
+    "$BIN/faceattr" train --config "$1" --resume
   else
-    "$BIN/faceattr" train --config "$config"
+    "$BIN/faceattr" train --config "$1"
   fi
+}
+
+members=()
+for config in configs/default.toml configs/candidates/mobilenet_v2_cached.toml configs/candidates/efficientnet_lite0_erase.toml; do
+  train "$config"
+  members+=("$out")
 done
 # Then each member is refined for two epochs on photos made to look like ordinary ones (black and
 # white, small faces), starting from its own weights (the configs' model.init_from).
 refined=()
 for config in configs/candidates/mobilenet_v2_robust.toml configs/candidates/mobilenet_v2_cached_robust.toml configs/candidates/efficientnet_lite0_erase_robust.toml; do
-  out=$(sed -n 's/^out = "\(.*\)"/\1/p' "$config")
+  train "$config"
   refined+=("$out")
-  if [[ -f "$out/summary.json" ]]; then
-    echo "$out: finished, skipped"
-  elif [[ -f "$out/last.safetensors" ]]; then
-    "$BIN/faceattr" train --config "$config" --resume
-  else
-    "$BIN/faceattr" train --config "$config"
-  fi
 done
 # Last, each member is the point three quarters of the way from its weights before refining to after
 # (weight-space ensembling: nearly all of the refinement's robustness, little of its cost on clean crops).
