@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 from collections.abc import Callable
 
 import numpy as np
@@ -75,9 +76,13 @@ def main() -> None:
     for name in args.degradations:
         degraded = [DEGRADATIONS[name](img) for img in sources]
         cells = []
+        prepared: dict[str, np.ndarray] = {}  # models that share a preprocessing share its input
         for model, meta in zip(models, metas, strict=True):
             pre = Preprocess.from_dict(meta["preprocess"])
-            x = np.stack([prepare_image(img, pre) for img in degraded])
+            key = json.dumps(meta["preprocess"], sort_keys=True)
+            if key not in prepared:
+                prepared[key] = np.stack([prepare_image(img, pre) for img in degraded])
+            x = prepared[key]
             logits = predict_logits(model, x, lambda t, pre=pre: normalize_batch(t, pre))
             probs = logits_to_probs(torch.from_numpy(logits), meta.get("output", "sigmoid")).numpy()
             b = metric_block(labels, probs, attrs, 0.5)
