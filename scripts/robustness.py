@@ -5,7 +5,9 @@
 Each degradation is applied to the 178x218 aligned image with PIL, before the model's own resize,
 as a real photo would be: `gray` (black and white), `face64` / `face40` (the aligned crop only 64
 or 40 px wide, i.e. a face box of about 32 or 20 px, scaled back up), `blur2` (Gaussian, sigma 2
-px) and `jpeg20` (JPEG quality 20). Every model sees the same images; figures use threshold 0.5.
+px), `jpeg20` (JPEG quality 20) and `swap190` (rows 190-217, neck and collar, pasted from another
+image of the sample of the other sex with the same necktie, necklace and beard labels; images
+without such a partner stay clean). Every model sees the same images; figures use threshold 0.5.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from PIL import Image, ImageFilter
 
 from faceattr.checkpoint import load_checkpoint, read_metadata, resolve_checkpoint
 from faceattr.data import load_celeba
+from faceattr.data.augment import context_columns, swap_context
 from faceattr.data.transforms import ALIGNED_SIZE, Preprocess, normalize_batch, prepare_image
 from faceattr.evaluate.metrics import metric_block
 from faceattr.runtime import logits_to_probs, predict_logits
@@ -50,6 +53,19 @@ DEGRADATIONS: dict[str, Callable[[Image.Image], Image.Image]] = {
     "blur2": lambda img: img.filter(ImageFilter.GaussianBlur(2)),
     "jpeg20": _jpeg(20),
 }
+SWAP_ROW = 190  # of 218: below the chin in the aligned frame
+
+
+def _swap_clothes(images: list[Image.Image], labels: np.ndarray, attrs: list[str]) -> list[Image.Image]:
+    """Every image gets rows SWAP_ROW.. of an opposite-sex partner from the sample (seeded)."""
+    x = torch.from_numpy(np.stack([np.asarray(img) for img in images])).permute(0, 3, 1, 2)
+    male, keep = context_columns(attrs)
+    start = SWAP_ROW / x.shape[2]
+    y = swap_context(x, labels, 1.0, torch.Generator().manual_seed(0), male=male, keep=keep, band=(start, start))
+    return [Image.fromarray(a) for a in y.permute(0, 2, 3, 1).numpy()]
+
+
+NAMES = [*DEGRADATIONS, "swap190"]
 
 
 def main() -> None:
@@ -58,7 +74,7 @@ def main() -> None:
     ap.add_argument("--data-root", default="../shared/celeba")
     ap.add_argument("--split", default="holdout")
     ap.add_argument("--limit", type=int, default=600, help="seeded sample of the split (0: every image)")
-    ap.add_argument("--degradations", nargs="+", default=list(DEGRADATIONS), choices=list(DEGRADATIONS))
+    ap.add_argument("--degradations", nargs="+", default=NAMES, choices=NAMES)
     args = ap.parse_args()
     torch.set_grad_enabled(False)
     paths = [resolve_checkpoint(m) for m in args.models]
@@ -74,7 +90,10 @@ def main() -> None:
     print(f"{len(labels)} {args.split} images; mean accuracy / mean balanced accuracy / Male accuracy at 0.5")
     print(f"{'degradation':<12}" + "".join(f"{m[-34:]:>36}" for m in args.models))
     for name in args.degradations:
-        degraded = [DEGRADATIONS[name](img) for img in sources]
+        if name == "swap190":
+            degraded = _swap_clothes(sources, labels, attrs)
+        else:
+            degraded = [DEGRADATIONS[name](img) for img in sources]
         cells = []
         prepared: dict[str, np.ndarray] = {}  # models that share a preprocessing share its input
         for model, meta in zip(models, metas, strict=True):

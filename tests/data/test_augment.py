@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from faceattr.config import AugmentConfig
-from faceattr.data.augment import augment_batch
+from faceattr.data.augment import CONTEXT_BAND, CONTEXT_LABELS, augment_batch, context_columns, swap_context
 from faceattr.data.transforms import Preprocess, prepare_image, to_tensor_batch
 from faceattr.errors import FaceattrError
 
@@ -177,3 +177,58 @@ def test_lowres_blurs_chosen_images_only_and_leaves_the_stream_alone(faces: torc
     assert torch.allclose(low.mean(dim=(2, 3)), kept.mean(dim=(2, 3)), atol=0.02)
     with pytest.raises(FaceattrError, match="augment.lowres"):
         augment_batch(faces, AugmentConfig(lowres=2.0), _gen(0))
+
+
+@pytest.fixture
+def labelled_faces(celeba_root) -> tuple[torch.Tensor, np.ndarray, list[str]]:
+    """64 real training faces, uint8 [64, 3, 218, 178], with their 0/1 labels and attribute names."""
+    from faceattr.data import load_celeba
+
+    data = load_celeba(celeba_root, split="train", limit=64, seed=0)
+    pre = Preprocess(size=(218, 178))
+    x = to_tensor_batch(np.stack([prepare_image(Image.open(p), pre) for p in data.paths]))
+    return x, np.asarray(data.labels, dtype=np.float32), list(data.attributes)
+
+
+def test_context_swap_pastes_an_opposite_sex_band_with_the_same_clothing_labels(labelled_faces) -> None:
+    x, labels, attrs = labelled_faces
+    male, keep = context_columns(attrs)
+    assert attrs[male] == "Male" and [attrs[k] for k in keep] == list(CONTEXT_LABELS)
+    y = swap_context(x, labels, 1.0, _gen(3), male=male, keep=keep)
+    assert y.shape == x.shape and y.dtype == torch.uint8
+    height = x.shape[2]
+    top, bottom = round(CONTEXT_BAND[0] * height), round(CONTEXT_BAND[1] * height)
+    changed = (y != x).flatten(1).any(dim=1)
+    assert int(changed.sum()) > len(x) // 3  # most real faces find a partner in a batch of 64
+    assert torch.equal(y[:, :, :top], x[:, :, :top])  # the face above the band is never touched
+    for i in torch.nonzero(changed).flatten().tolist():
+        rows = torch.nonzero((y[i] != x[i]).flatten(1, 2).view(3, height, -1).any(dim=0).any(dim=1)).flatten()
+        start = int(rows.min())
+        assert top <= start <= bottom
+        # The pasted rows are one donor's, from `start` to the bottom, and that donor is a valid partner.
+        donors = [j for j in range(len(x)) if j != i and torch.equal(y[i, :, start:], x[j, :, start:])]
+        assert donors, f"image {i}: pasted rows match no other image"
+        j = donors[0]
+        assert labels[j, male] != labels[i, male]
+        assert np.array_equal(labels[j, keep], labels[i, keep])
+    # An image with no valid partner is left as it is: a lone woman among women keeps her band.
+    women = np.nonzero(labels[:, male] == 0)[0][:8]
+    assert torch.equal(swap_context(x[women], labels[women], 1.0, _gen(3), male=male, keep=keep), x[women])
+
+
+def test_context_swap_chance_determinism_and_errors(labelled_faces) -> None:
+    x, labels, attrs = labelled_faces
+    male, keep = context_columns(attrs)
+    assert torch.equal(swap_context(x, labels, 0.0, _gen(1), male=male, keep=keep), x)
+    a = swap_context(x, labels, 0.5, _gen(1), male=male, keep=keep)
+    assert torch.equal(a, swap_context(x, labels, 0.5, _gen(1), male=male, keep=keep))
+    every = swap_context(x, labels, 1.0, _gen(1), male=male, keep=keep)
+    n_half = int((a != x).flatten(1).any(dim=1).sum())
+    n_all = int((every != x).flatten(1).any(dim=1).sum())
+    assert 0 < n_half < n_all
+    # Without Male among the attributes any partner with the same clothing labels will do.
+    assert context_columns(["Smiling", "Wearing_Necktie"]) == (None, [1])
+    with pytest.raises(ValueError, match="label rows"):
+        swap_context(x, labels[:10], 1.0, _gen(1), male=male, keep=keep)
+    with pytest.raises(FaceattrError, match="augment.context_swap"):
+        augment_batch(x, AugmentConfig(context_swap=1.5), _gen(0))

@@ -195,3 +195,25 @@ def test_lr_schedules_stay_in_range_and_shape(schedule: str) -> None:
         assert f[0] == pytest.approx(0.1) and max(f) == pytest.approx(1.0) and f[20] == pytest.approx(0.1)
     else:
         assert np.argmax(f) == 9 and f[-1] < 0.01
+
+
+def test_context_swap_reaches_training_with_each_batch_labels(tiny_cfg: TrainConfig, monkeypatch: pytest.MonkeyPatch) -> None:
+    import faceattr.data.augment as augment
+
+    calls: list[tuple[np.ndarray, bool]] = []
+    real = augment.swap_context
+
+    def spy(images, labels, p, generator, **kw):  # type: ignore[no-untyped-def]
+        out = real(images, labels, p, generator, **kw)
+        calls.append((np.asarray(labels).copy(), bool((out != images).any())))
+        return out
+
+    monkeypatch.setattr(augment, "swap_context", spy)
+    fit(replace(tiny_cfg, epochs=1, out=str(Path(tiny_cfg.out) / "off")))
+    assert calls == []  # off by default: the stream and the images of existing recipes are untouched
+    cfg = replace(tiny_cfg, epochs=1, augment=replace(tiny_cfg.augment, context_swap=1.0))
+    fit(cfg)
+    assert len(calls) == 8  # 256 images, batch 32: every step
+    # Male is among the 5 attributes, so each batch of 32 real faces has opposite-sex partners to paste.
+    assert all(changed for _, changed in calls)
+    assert all(lab.shape == (32, 5) and set(np.unique(lab)) <= {0.0, 1.0} for lab, _ in calls)

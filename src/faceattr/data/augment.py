@@ -4,19 +4,23 @@ Crop, zoom, rotation and horizontal flip are folded into one affine matrix per i
 with a single `affine_grid` + `grid_sample` call for the whole batch, so augmentation costs one
 resampling pass instead of a Python loop over PIL images. Random erasing and grayscale are one
 masked `where` each; lowering the resolution is two `interpolate` calls per chosen image.
+`swap_context` (before the rest, as it needs the labels) pastes the band below the chin from
+another image of the batch.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from faceattr.config import AugmentConfig
 from faceattr.errors import FaceattrError
 
-__all__ = ["augment_batch"]
+__all__ = ["CONTEXT_BAND", "CONTEXT_LABELS", "augment_batch", "context_columns", "swap_context"]
 
 # Columns of the per-image uniform draws. Every call draws all of them, whatever is switched on,
 # so a generator advances the same amount per batch and toggling one option leaves the others' draws alone.
@@ -28,6 +32,12 @@ _ERASE, _AREA, _RATIO, _TOP, _LEFT = range(5)
 _ERASE_AREA = (0.02, 0.33)  # share of the image, as torchvision's RandomErasing
 _ERASE_RATIO = (0.3, 3.3)  # height / width of the rectangle, log-uniform
 _LOWRES_SIDE = (0.25, 1.0)  # share of each side kept when the resolution is lowered, uniform
+# Where the swapped band starts, as a share of the height, uniform: in CelebA's aligned 178x218
+# frame the chin sits near rows 180-195, so the band (rows 183-205) holds neck, collar and shoulders.
+CONTEXT_BAND = (0.84, 0.94)
+# Labels that live in that band (or reach into it): a partner must agree on them, so no label
+# is changed by the swap. Bearded men therefore keep their own band.
+CONTEXT_LABELS = ("Wearing_Necktie", "Wearing_Necklace", "No_Beard", "Goatee", "Mustache")
 
 
 def _check(cfg: AugmentConfig) -> None:
@@ -46,6 +56,59 @@ def _check(cfg: AugmentConfig) -> None:
         raise FaceattrError(f"augment.gray must be a probability in [0, 1] (0: off), got {cfg.gray}")
     if not 0.0 <= cfg.lowres <= 1.0:
         raise FaceattrError(f"augment.lowres must be a probability in [0, 1] (0: off), got {cfg.lowres}")
+    if not 0.0 <= cfg.context_swap <= 1.0:
+        raise FaceattrError(f"augment.context_swap must be a probability in [0, 1] (0: off), got {cfg.context_swap}")
+
+
+def context_columns(attributes: Sequence[str]) -> tuple[int | None, list[int]]:
+    """Columns `swap_context` pairs on: (Male or None when not trained, the CONTEXT_LABELS present)."""
+    names = list(attributes)
+    male = names.index("Male") if "Male" in names else None
+    return male, [names.index(a) for a in CONTEXT_LABELS if a in names]
+
+
+def swap_context(
+    images: torch.Tensor,
+    labels: np.ndarray | torch.Tensor,
+    p: float,
+    generator: torch.Generator,
+    *,
+    male: int | None,
+    keep: Sequence[int],
+    band: tuple[float, float] = CONTEXT_BAND,
+) -> torch.Tensor:
+    """With chance `p` per image, paste another batch image's rows below a random start in `band`; returns a copy.
+
+    The donor is drawn uniformly among the images whose label in column `male` differs (if given)
+    and whose labels in `keep` are equal, so the pasted clothing says nothing about sex and no
+    label needs changing; an image without such a partner is left as it is. Donors give their
+    original rows, never rows pasted into them.
+    """
+    if images.dim() != 4:
+        raise ValueError(f"expected images [N, C, H, W], got {tuple(images.shape)}")
+    n, height = images.shape[0], images.shape[2]
+    if not 0.0 <= band[0] <= band[1] <= 1.0:
+        raise ValueError(f"band must satisfy 0 <= start <= end <= 1, got {band}")
+    u = torch.rand(n, 3, generator=generator, device=generator.device, dtype=torch.float64).cpu()
+    lab = torch.as_tensor(np.asarray(labels)) > 0.5
+    if lab.shape[0] != n:
+        raise ValueError(f"got {n} images but {lab.shape[0]} label rows")
+    out = images.clone()
+    keep = list(keep)
+    for i in torch.nonzero(u[:, 0] < p).flatten().tolist():
+        ok = torch.ones(n, dtype=torch.bool)
+        ok[i] = False
+        if male is not None:
+            ok &= lab[:, male] != lab[i, male]
+        if keep:
+            ok &= (lab[:, keep] == lab[i, keep]).all(dim=1)
+        donors = torch.nonzero(ok).flatten()
+        if len(donors) == 0:
+            continue
+        j = int(donors[min(len(donors) - 1, int(float(u[i, 1]) * len(donors)))])
+        start = round(height * (band[0] + (band[1] - band[0]) * float(u[i, 2])))
+        out[i, :, start:] = images[j, :, start:]
+    return out
 
 
 def _geometric(cfg: AugmentConfig) -> bool:

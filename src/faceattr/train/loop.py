@@ -40,7 +40,7 @@ logger = logging.getLogger(__name__)
 _RESUMABLE_CHANGES = {"epochs", "max_steps", "progress", "device", "threads", "checkpoint_every", "eval_batch_size"}
 
 
-def _seed_for(*parts: int) -> int:
+def _seed_for(*parts: int | str) -> int:
     """A stable 63-bit seed from integers (Python's hash() is salted per process)."""
     h = hashlib.blake2b(b"/".join(str(p).encode() for p in parts), digest_size=8).digest()
     return int.from_bytes(h, "little") & ((1 << 63) - 1)
@@ -230,7 +230,7 @@ def _cache_frozen_features(run: Run) -> None:
     prefix = nn.Sequential(*stages[: run.frozen_prefix]).eval()
     views = 2 if cfg.augment.hflip else 1
     n = len(run.train_labels)
-    skipped = [name for name in ("crop_scale", "rotate", "scale", "color", "erase", "gray", "lowres")
+    skipped = [name for name in ("crop_scale", "rotate", "scale", "color", "erase", "gray", "lowres", "context_swap")
                if getattr(cfg.augment, name) != (1.0 if name == "crop_scale" else 0.0)]
     if skipped:
         logger.info("cache_frozen: only horizontal flips augment cached features; skipping %s", ", ".join(skipped))
@@ -388,10 +388,11 @@ def train_one_epoch(
     on_step: Any = None,
 ) -> tuple[float, int, float]:
     """Train one epoch from `start_step`; returns (mean loss, global step after, images/s)."""
-    from faceattr.data.augment import augment_batch
+    from faceattr.data.augment import augment_batch, context_columns, swap_context
     from faceattr.data.transforms import normalize_batch
 
     cfg, model, device = run.cfg, run.model, run.device
+    male_col, keep_cols = context_columns(run.attributes)
     model.train()
     steps = _steps_per_epoch(run)
     total = _total_steps(run)
@@ -423,6 +424,11 @@ def train_one_epoch(
                 forward = lambda t: _forward_from_features(run, t)  # noqa: E731
             else:
                 x = torch.from_numpy(np.array(run.train_images[idx])).permute(0, 3, 1, 2)
+                if cfg.augment.context_swap > 0.0:
+                    # Its own generator, so switching it on leaves every other augmentation draw alone.
+                    swap_gen = torch.Generator().manual_seed(_seed_for(cfg.seed, epoch, step, "context"))
+                    x = swap_context(x, run.train_labels[idx], cfg.augment.context_swap, swap_gen,
+                                     male=male_col, keep=keep_cols)
                 x = normalize_batch(augment_batch(x, cfg.augment, gen), run.preprocess).to(device, non_blocking=True)
                 forward = model
             if device.type == "cuda":
