@@ -61,7 +61,7 @@ def _swap_clothes(images: list[Image.Image], labels: np.ndarray, attrs: list[str
     x = torch.from_numpy(np.stack([np.asarray(img) for img in images])).permute(0, 3, 1, 2)
     male, keep = context_columns(attrs)
     start = SWAP_ROW / x.shape[2]
-    y = swap_context(x, labels, 1.0, torch.Generator().manual_seed(0), male=male, keep=keep, band=(start, start))
+    y, _ = swap_context(x, labels, 1.0, torch.Generator().manual_seed(0), male=male, keep=keep, band=(start, start))
     return [Image.fromarray(a) for a in y.permute(0, 2, 3, 1).numpy()]
 
 

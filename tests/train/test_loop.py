@@ -197,23 +197,42 @@ def test_lr_schedules_stay_in_range_and_shape(schedule: str) -> None:
         assert np.argmax(f) == 9 and f[-1] < 0.01
 
 
-def test_context_swap_reaches_training_with_each_batch_labels(tiny_cfg: TrainConfig, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_context_swap_reaches_training_and_hides_the_band_labels(tiny_cfg: TrainConfig, monkeypatch: pytest.MonkeyPatch) -> None:
     import faceattr.data.augment as augment
+    import faceattr.train.loop as loop
 
-    calls: list[tuple[np.ndarray, bool]] = []
-    real = augment.swap_context
+    swaps: list[tuple[np.ndarray, torch.Tensor]] = []
+    hidden: list[torch.Tensor | None] = []
+    real_swap, real_loss = augment.swap_context, loop._train_loss
 
-    def spy(images, labels, p, generator, **kw):  # type: ignore[no-untyped-def]
-        out = real(images, labels, p, generator, **kw)
-        calls.append((np.asarray(labels).copy(), bool((out != images).any())))
-        return out
+    def spy_swap(images, labels, p, generator, **kw):  # type: ignore[no-untyped-def]
+        out, swapped = real_swap(images, labels, p, generator, **kw)
+        swaps.append((np.asarray(labels).copy(), swapped))
+        return out, swapped
 
-    monkeypatch.setattr(augment, "swap_context", spy)
-    fit(replace(tiny_cfg, epochs=1, out=str(Path(tiny_cfg.out) / "off")))
-    assert calls == []  # off by default: the stream and the images of existing recipes are untouched
-    cfg = replace(tiny_cfg, epochs=1, augment=replace(tiny_cfg.augment, context_swap=1.0))
-    fit(cfg)
-    assert len(calls) == 8  # 256 images, batch 32: every step
-    # Male is among the 5 attributes, so each batch of 32 real faces has opposite-sex partners to paste.
-    assert all(changed for _, changed in calls)
-    assert all(lab.shape == (32, 5) and set(np.unique(lab)) <= {0.0, 1.0} for lab, _ in calls)
+    def spy_loss(run, logits, y, idx, unknown=None):  # type: ignore[no-untyped-def]
+        hidden.append(unknown)
+        return real_loss(run, logits, y, idx, unknown)
+
+    monkeypatch.setattr(augment, "swap_context", spy_swap)
+    monkeypatch.setattr(loop, "_train_loss", spy_loss)
+    attrs = ["Male", "Smiling", "Wearing_Necktie", "Wearing_Necklace", "Young"]
+    base = replace(tiny_cfg, epochs=1, data=replace(tiny_cfg.data, attributes=attrs))
+    fit(replace(base, out=str(Path(tiny_cfg.out) / "off")))
+    assert swaps == [] and all(u is None for u in hidden)  # off by default: existing recipes are untouched
+    hidden.clear()
+    fit(replace(base, augment=replace(base.augment, context_swap=0.5)))
+    assert len(swaps) == len(hidden) == 8  # 256 images, batch 32: every step
+    assert sum(int(s.sum()) for _, s in swaps) > 0
+    for (labels, swapped), unknown in zip(swaps, hidden, strict=True):
+        assert labels.shape == (32, 5)
+        if not bool(swapped.any()):
+            assert unknown is None
+            continue
+        # Exactly the pasted images lose exactly the band's labels (necktie, necklace) from the loss.
+        assert unknown is not None and unknown.shape == (32, 5)
+        assert torch.equal(unknown[:, 2], swapped) and torch.equal(unknown[:, 3], swapped)
+        assert not bool(unknown[:, [0, 1, 4]].any())
+    with pytest.raises(FaceattrError, match="context_swap"):
+        fit(replace(base, loss="ce", data=replace(base.data, attributes=["Wearing_Necktie"]),
+                    augment=replace(base.augment, context_swap=0.5), out=str(Path(tiny_cfg.out) / "ce")))

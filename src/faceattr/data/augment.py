@@ -35,8 +35,8 @@ _LOWRES_SIDE = (0.25, 1.0)  # share of each side kept when the resolution is low
 # Where the swapped band starts, as a share of the height, uniform: in CelebA's aligned 178x218
 # frame the chin sits near rows 180-195, so the band (rows 183-205) holds neck, collar and shoulders.
 CONTEXT_BAND = (0.84, 0.94)
-# Labels that live in that band (or reach into it): a partner must agree on them, so no label
-# is changed by the swap. Bearded men therefore keep their own band.
+# Labels that live in that band (or reach into it): the band of another image makes them unknown,
+# so training leaves them out of the loss of a pasted image.
 CONTEXT_LABELS = ("Wearing_Necktie", "Wearing_Necklace", "No_Beard", "Goatee", "Mustache")
 
 
@@ -61,7 +61,7 @@ def _check(cfg: AugmentConfig) -> None:
 
 
 def context_columns(attributes: Sequence[str]) -> tuple[int | None, list[int]]:
-    """Columns `swap_context` pairs on: (Male or None when not trained, the CONTEXT_LABELS present)."""
+    """Columns `swap_context` works with: (Male or None when not trained, the CONTEXT_LABELS present)."""
     names = list(attributes)
     male = names.index("Male") if "Male" in names else None
     return male, [names.index(a) for a in CONTEXT_LABELS if a in names]
@@ -74,15 +74,18 @@ def swap_context(
     generator: torch.Generator,
     *,
     male: int | None,
-    keep: Sequence[int],
+    keep: Sequence[int] = (),
     band: tuple[float, float] = CONTEXT_BAND,
-) -> torch.Tensor:
-    """With chance `p` per image, paste another batch image's rows below a random start in `band`; returns a copy.
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """With chance `p` per image, paste another batch image's rows below a random start in `band`.
 
-    The donor is drawn uniformly among the images whose label in column `male` differs (if given)
-    and whose labels in `keep` are equal, so the pasted clothing says nothing about sex and no
-    label needs changing; an image without such a partner is left as it is. Donors give their
-    original rows, never rows pasted into them.
+    Returns (a copy of the images, bool [N]: which ones were pasted into). The donor is drawn
+    uniformly among the images whose label in column `male` differs (if given) and whose labels in
+    `keep` are equal; an image without such a donor is left as it is. Donors give their original
+    rows, never rows pasted into them. Training passes no `keep` and ignores the CONTEXT_LABELS of
+    pasted images instead: pairing on them would make the chance of a swap depend on those labels,
+    and the model would learn that an untouched band means, e.g., a necklace. Evaluation passes
+    them, so every label of a pasted image stays true.
     """
     if images.dim() != 4:
         raise ValueError(f"expected images [N, C, H, W], got {tuple(images.shape)}")
@@ -94,6 +97,7 @@ def swap_context(
     if lab.shape[0] != n:
         raise ValueError(f"got {n} images but {lab.shape[0]} label rows")
     out = images.clone()
+    swapped = torch.zeros(n, dtype=torch.bool)
     keep = list(keep)
     for i in torch.nonzero(u[:, 0] < p).flatten().tolist():
         ok = torch.ones(n, dtype=torch.bool)
@@ -108,7 +112,8 @@ def swap_context(
         j = int(donors[min(len(donors) - 1, int(float(u[i, 1]) * len(donors)))])
         start = round(height * (band[0] + (band[1] - band[0]) * float(u[i, 2])))
         out[i, :, start:] = images[j, :, start:]
-    return out
+        swapped[i] = True
+    return out, swapped
 
 
 def _geometric(cfg: AugmentConfig) -> bool:

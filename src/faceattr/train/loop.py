@@ -266,13 +266,20 @@ def _forward_from_features(run: Run, f: torch.Tensor) -> torch.Tensor:
     return model.head(model.backbone.pool(f))  # type: ignore[attr-defined,operator]
 
 
-def _train_loss(run: Run, logits: torch.Tensor, y: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
-    """The criterion, with one attribute's term reweighted per image when balance is on."""
-    if run.balance_weights is None:
+def _train_loss(run: Run, logits: torch.Tensor, y: torch.Tensor, idx: np.ndarray,
+                unknown: torch.Tensor | None = None) -> torch.Tensor:
+    """The criterion, with one attribute's term reweighted per image when balance is on.
+
+    `unknown` (bool [N, A]) marks labels the augmented image no longer shows; they add nothing.
+    """
+    if run.balance_weights is None and unknown is None:
         return run.criterion(logits, y)
     per = nn.functional.binary_cross_entropy_with_logits(logits, y, pos_weight=run.pos_weight, reduction="none")
     w = torch.ones_like(per)
-    w[:, run.balance_column] = torch.from_numpy(run.balance_weights[idx]).to(per.device)
+    if run.balance_weights is not None:
+        w[:, run.balance_column] = torch.from_numpy(run.balance_weights[idx]).to(per.device)
+    if unknown is not None:
+        w = w * (~unknown).to(per.device, per.dtype)
     return (per * w).mean()
 
 
@@ -392,7 +399,12 @@ def train_one_epoch(
     from faceattr.data.transforms import normalize_batch
 
     cfg, model, device = run.cfg, run.model, run.device
-    male_col, keep_cols = context_columns(run.attributes)
+    male_col, band_cols = context_columns(run.attributes)
+    if cfg.augment.context_swap > 0.0 and band_cols and cfg.loss == "ce":
+        raise FaceattrError(
+            f"augment.context_swap hides {run.attributes[band_cols[0]]} (it lives in the swapped band), which loss "
+            "'ce' cannot leave out; use --loss bce or set augment.context_swap=0"
+        )
     model.train()
     steps = _steps_per_epoch(run)
     total = _total_steps(run)
@@ -415,6 +427,7 @@ def train_one_epoch(
             step_seed = _seed_for(cfg.seed, epoch, step)
             torch.manual_seed(step_seed)  # dropout draws: reproducible on resume
             gen = torch.Generator().manual_seed(step_seed)
+            unknown: torch.Tensor | None = None  # labels an augmentation hid (context_swap)
             targets = run.train_labels if run.train_targets is None else run.train_targets
             y = torch.from_numpy(np.asarray(targets[idx], dtype=np.float32))
             y = _targets(y.to(device), cfg.loss, cfg.label_smoothing)
@@ -427,16 +440,19 @@ def train_one_epoch(
                 if cfg.augment.context_swap > 0.0:
                     # Its own generator, so switching it on leaves every other augmentation draw alone.
                     swap_gen = torch.Generator().manual_seed(_seed_for(cfg.seed, epoch, step, "context"))
-                    x = swap_context(x, run.train_labels[idx], cfg.augment.context_swap, swap_gen,
-                                     male=male_col, keep=keep_cols)
+                    x, swapped = swap_context(x, run.train_labels[idx], cfg.augment.context_swap, swap_gen,
+                                              male=male_col)
+                    if band_cols and bool(swapped.any()):
+                        unknown = torch.zeros(len(idx), len(run.attributes), dtype=torch.bool)
+                        unknown[swapped.nonzero(), torch.tensor(band_cols)] = True
                 x = normalize_batch(augment_batch(x, cfg.augment, gen), run.preprocess).to(device, non_blocking=True)
                 forward = model
             if device.type == "cuda":
                 x = x.contiguous(memory_format=torch.channels_last)
                 with torch.autocast("cuda", dtype=torch.bfloat16):
-                    loss = _train_loss(run, forward(x).float(), y, idx)
+                    loss = _train_loss(run, forward(x).float(), y, idx, unknown)
             else:
-                loss = _train_loss(run, forward(x), y, idx)
+                loss = _train_loss(run, forward(x), y, idx, unknown)
             if not torch.isfinite(loss):
                 raise FaceattrError(
                     f"loss became {float(loss.detach())} at epoch {epoch + 1} step {step + 1}; lower the learning rate "
