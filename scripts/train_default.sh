@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Rebuild the shipped default model from scratch: train its three members, refine each on black-and-white
-# and low-resolution photos, average each with its refined copy, ensemble the three, ship it.
+# and low-resolution photos with swapped clothing, average each with its refined copy, ensemble the three, ship it.
 #   bash scripts/train_default.sh        (about 2.5 h on 2 idle CPU cores; re-run after a kill to resume)
 # Each member is an ordinary training run; a finished one (summary.json) is skipped, an interrupted
 # one (last.safetensors) resumes exactly.
@@ -28,9 +28,10 @@ for config in configs/default.toml configs/candidates/mobilenet_v2_cached.toml c
   members+=("$out")
 done
 # Then each member is refined for two epochs on photos made to look like ordinary ones (black and
-# white, small faces), starting from its own weights (the configs' model.init_from).
+# white, small faces) and with the band below the chin pasted from a person of the other sex (so
+# clothing cannot tell Male), starting from its own weights (the configs' model.init_from).
 refined=()
-for config in configs/candidates/mobilenet_v2_robust.toml configs/candidates/mobilenet_v2_cached_robust.toml configs/candidates/efficientnet_lite0_erase_robust.toml; do
+for config in configs/candidates/mobilenet_v2_ctx.toml configs/candidates/mobilenet_v2_cached_ctx.toml configs/candidates/efficientnet_lite0_erase_ctx.toml; do
   train "$config"
   refined+=("$out")
 done
@@ -38,7 +39,7 @@ done
 # (weight-space ensembling: nearly all of the refinement's robustness, little of its cost on clean crops).
 averaged=()
 for i in 0 1 2; do
-  out="${refined[$i]%_robust}_wise"
+  out="${refined[$i]}wise"
   "$BIN/python" scripts/interpolate_weights.py "${members[$i]}" "${refined[$i]}" --alpha 0.75 --out "$out/best.safetensors" --overwrite
   averaged+=("$out")
 done
