@@ -23,7 +23,7 @@ from PIL import Image, ImageFilter
 
 from faceattr.checkpoint import load_checkpoint, read_metadata, resolve_checkpoint
 from faceattr.data import load_celeba
-from faceattr.data.augment import context_columns, swap_context
+from faceattr.data.augment import COLLAR_ROW, context_columns, swap_context
 from faceattr.data.transforms import ALIGNED_SIZE, Preprocess, normalize_batch, prepare_image
 from faceattr.evaluate.metrics import metric_block
 from faceattr.runtime import logits_to_probs, predict_logits
@@ -53,14 +53,13 @@ DEGRADATIONS: dict[str, Callable[[Image.Image], Image.Image]] = {
     "blur2": lambda img: img.filter(ImageFilter.GaussianBlur(2)),
     "jpeg20": _jpeg(20),
 }
-SWAP_ROW = 190  # of 218: below the chin in the aligned frame
 
 
 def _swap_clothes(images: list[Image.Image], labels: np.ndarray, attrs: list[str]) -> list[Image.Image]:
-    """Every image gets rows SWAP_ROW.. of an opposite-sex partner from the sample (seeded)."""
+    """Every image gets rows COLLAR_ROW.. of an opposite-sex partner from the sample (seeded)."""
     x = torch.from_numpy(np.stack([np.asarray(img) for img in images])).permute(0, 3, 1, 2)
     male, keep = context_columns(attrs)
-    start = SWAP_ROW / x.shape[2]
+    start = COLLAR_ROW / x.shape[2]
     y, _ = swap_context(x, labels, 1.0, torch.Generator().manual_seed(0), male=male, keep=keep, band=(start, start))
     return [Image.fromarray(a) for a in y.permute(0, 2, 3, 1).numpy()]
 

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from faceattr.config import AugmentConfig
 from faceattr.errors import FaceattrError
 
-__all__ = ["CONTEXT_BAND", "CONTEXT_LABELS", "augment_batch", "context_columns", "swap_context"]
+__all__ = ["COLLAR_ROW", "CONTEXT_BAND", "CONTEXT_LABELS", "augment_batch", "context_columns", "swap_context"]
 
 # Columns of the per-image uniform draws. Every call draws all of them, whatever is switched on,
 # so a generator advances the same amount per batch and toggling one option leaves the others' draws alone.
@@ -35,6 +35,9 @@ _LOWRES_SIDE = (0.25, 1.0)  # share of each side kept when the resolution is low
 # Where the swapped band starts, as a share of the height, uniform: in CelebA's aligned 178x218
 # frame the chin sits near rows 180-195, so the band (rows 183-205) holds neck, collar and shoulders.
 CONTEXT_BAND = (0.84, 0.94)
+# Where evaluation swaps (`faceattr evaluate --swap-clothes`): rows 190-217 of the 218, neck and
+# collar only, below every chin, so what changes is clothing and never the face.
+COLLAR_ROW = 190
 # Labels that live in that band (or reach into it): the band of another image makes them unknown,
 # so training leaves them out of the loss of a pasted image.
 CONTEXT_LABELS = ("Wearing_Necktie", "Wearing_Necklace", "No_Beard", "Goatee", "Mustache")

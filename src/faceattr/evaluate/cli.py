@@ -47,6 +47,9 @@ def register(sub: Any) -> None:
     p.add_argument("--flip", action="store_true", help="average predictions with the mirrored image")
     p.add_argument("--grayscale", action="store_true",
                    help="evaluate on black-and-white copies of the images (robustness to grayscale photos)")
+    p.add_argument("--swap-clothes", action="store_true",
+                   help="paste the neck and collar of a person of the other sex into each image (same necktie, "
+                   "necklace and beard labels): how much the model reads Male off clothing")
     p.add_argument("--samples", type=int, default=16, help="faces shown in the report (default: 16)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_run_evaluate)
@@ -75,7 +78,9 @@ def _summary_text(r: dict[str, Any]) -> str:
 
     lines = [
         (f"{r['architecture']} on {r['split']} ({r['n_images']} {'black-and-white ' if r.get('grayscale') else ''}images"
-         f"{', mirror-averaged' if r.get('flip') else ''}, {len(r['attributes'])} attributes, threshold 0.5)"),
+         f"{', mirror-averaged' if r.get('flip') else ''}"
+         f"{', %d with the collar of the other sex' % r['n_swapped'] if r.get('swap_clothes') else ''}"
+         f", {len(r['attributes'])} attributes, threshold 0.5)"),
         (f"  mean accuracy {f(r['mean_accuracy'])}  balanced {f(r['mean_balanced_accuracy'])}  F1 {f(r['mean_f1'])}  "
          f"AUC {f(r['mean_auc'])}  exact match {f(r['exact_match'])}  Hamming {f(r['hamming_loss'])}"),
     ]
@@ -130,6 +135,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         workers=args.workers,
         flip=args.flip,
         grayscale=args.grayscale,
+        swap_clothes=args.swap_clothes,
         progress=not args.no_progress,
     )
     if args.report:

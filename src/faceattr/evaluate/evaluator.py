@@ -68,6 +68,10 @@ class EvalConfig:
     # Evaluate on black-and-white copies of the images (luma in all channels): how much a model
     # trained on colour photos loses on grayscale ones, colour attributes above all.
     grayscale: bool = False
+    # Paste rows 190-217 of the aligned frame (neck and collar) from an image of the other sex with
+    # the same necktie, necklace and beard labels, so every label stays true: a model that reads
+    # Male off clothing loses Male accuracy here. Needs Male in the data; not with calibration.
+    swap_clothes: bool = False
     progress: bool = True
 
 
@@ -98,6 +102,7 @@ class _Predicted:
     n_skipped: int
     seconds: float
     identities: np.ndarray | None = None  # per kept row; None when the data has no identity file
+    n_swapped: int = 0  # images whose collar came from another (--swap-clothes)
 
 
 def _now() -> str:
@@ -117,6 +122,28 @@ def _check_config(cfg: EvalConfig) -> None:
         raise FaceattrError(f"batch size must be > 0, got {cfg.batch_size}")
     if cfg.limit < 0:
         raise FaceattrError(f"limit must be >= 0 (0: every image), got {cfg.limit}")
+    if cfg.swap_clothes and cfg.calibrate:
+        raise FaceattrError("--swap-clothes measures a model as it is; calibrate in a separate run without it")
+
+
+def _swap_clothes(images: np.ndarray, labels: np.ndarray, pre: Any, seed: int) -> tuple[np.ndarray, int]:
+    """Give each image the collar rows of an opposite-sex partner with the same band labels (column 0: Male)."""
+    import torch
+
+    from faceattr.data.augment import COLLAR_ROW, swap_context
+    from faceattr.data.transforms import ALIGNED_SIZE
+
+    y0, y1 = (0, ALIGNED_SIZE[0]) if pre.crop is None else (pre.crop[1], pre.crop[3])
+    if COLLAR_ROW >= y1:
+        raise FaceattrError(
+            f"--swap-clothes: this model's input crop ends at row {y1} of the aligned frame, above the collar "
+            f"(row {COLLAR_ROW}), so it never sees clothing; evaluate it without --swap-clothes"
+        )
+    start = max(0.0, (COLLAR_ROW - y0) / (y1 - y0))
+    x = torch.from_numpy(np.array(images)).permute(0, 3, 1, 2)  # a writable copy (the cache may be read-only)
+    out, swapped = swap_context(x, labels, 1.0, torch.Generator().manual_seed(seed), male=0,
+                                keep=list(range(1, labels.shape[1])), band=(start, start))
+    return np.ascontiguousarray(out.permute(0, 2, 3, 1).numpy()), int(swapped.sum())
 
 
 def _model_attributes(meta: dict[str, Any], path: Path) -> list[str]:
@@ -176,8 +203,12 @@ def _load_split(cfg: EvalConfig, split: str, attributes: list[str], seed: int, f
         raise
 
 
-def _predict(cfg: EvalConfig, split: Any, model: Any, meta: dict[str, Any], columns: list[int], device: Any) -> _Predicted:
-    """Decode `split` once into the cache, run the model over it, keep the readable rows."""
+def _predict(cfg: EvalConfig, split: Any, model: Any, meta: dict[str, Any], columns: list[int], device: Any,
+             swap_columns: list[int] | None = None, seed: int = 0) -> _Predicted:
+    """Decode `split` once into the cache, run the model over it, keep the readable rows.
+
+    `swap_columns` (Male, then the band's labels, as columns of the split's labels) turns on --swap-clothes.
+    """
     import torch
 
     from faceattr.data.cache import build_cache
@@ -194,6 +225,10 @@ def _predict(cfg: EvalConfig, split: Any, model: Any, meta: dict[str, Any], colu
     if keep.size == 0:
         raise FaceattrError(f"no readable images in split '{split.split}' under {cfg.data_root}")
     images = cache.images if keep.size == len(valid) else cache.images[keep]
+    n_swapped = 0
+    if swap_columns is not None:
+        images, n_swapped = _swap_clothes(images, np.asarray(split.labels)[keep][:, swap_columns], pre, seed)
+        logger.info("--swap-clothes: %d of %d images got the collar of a person of the other sex", n_swapped, len(images))
     if cfg.grayscale:
         from faceattr.data.transforms import grayscale_images
 
@@ -222,6 +257,7 @@ def _predict(cfg: EvalConfig, split: Any, model: Any, meta: dict[str, Any], colu
         n_skipped=int(len(valid) - keep.size),
         seconds=seconds,
         identities=None if split.identities is None else np.asarray(split.identities)[keep],
+        n_swapped=n_swapped,
     )
 
 
@@ -299,6 +335,15 @@ def evaluate_model(cfg: EvalConfig) -> Evaluation:
     columns = [model_attrs.index(a) for a in attributes]
     # Subgroup labels ride along in the same load; they need not be predicted by the model.
     load_attrs = attributes + [g for g in subgroups if g not in attributes]
+    swap_columns: list[int] | None = None
+    if cfg.swap_clothes:
+        from faceattr.data.augment import CONTEXT_LABELS
+
+        if "Male" not in data_attrs:
+            raise FaceattrError(f"--swap-clothes pairs images of the other sex, but the data at {cfg.data_root} has no Male labels")
+        wanted = ["Male", *[a for a in CONTEXT_LABELS if a in data_attrs]]
+        load_attrs += [a for a in wanted if a not in load_attrs]
+        swap_columns = [load_attrs.index(a) for a in wanted]
 
     split = _load_split(cfg, cfg.split, load_attrs, seed)
     cal_split = cfg.calibrate_split or ("holdout" if cfg.holdout_fraction > 0 else "valid")
@@ -306,7 +351,7 @@ def evaluate_model(cfg: EvalConfig) -> Evaluation:
     if cfg.calibrate and cal_split != cfg.split:
         # Annotations only, before any decoding: a bad calibration split fails in a second, not minutes.
         cal_data = _load_split(cfg, cal_split, attributes, seed, "--calibrate-split")
-    ev = _predict(cfg, split, model, meta, columns, device)
+    ev = _predict(cfg, split, model, meta, columns, device, swap_columns, seed)
     labels = ev.labels[:, : len(attributes)]
     groups = {g: ev.labels[:, load_attrs.index(g)] for g in subgroups}
     warnings_: list[str] = _overlap_warnings(cfg.split, cfg, seed, meta, "evaluation")
@@ -324,6 +369,8 @@ def evaluate_model(cfg: EvalConfig) -> Evaluation:
         "seed": seed,
         "flip": cfg.flip,
         "grayscale": cfg.grayscale,
+        "swap_clothes": cfg.swap_clothes,
+        "n_swapped": ev.n_swapped,
         "n_images": len(labels),
         "n_skipped": ev.n_skipped,
         "attributes": attributes,

@@ -13,6 +13,8 @@ ROC AUC when the split holds one class only, or a subgroup with no images)::
       "data_root": str, "split": str, "limit": int, "holdout_fraction": float, "seed": int,
       "flip": bool,                  # predictions averaged with the mirrored image (--flip)
       "grayscale": bool,             # evaluated on black-and-white copies of the images (--grayscale)
+      "swap_clothes": bool,          # collars pasted from people of the other sex (--swap-clothes) ...
+      "n_swapped": int,              # ... into this many images (the others had no partner; 0 when off)
       "n_images": int,               # images evaluated (unreadable ones are left out ...)
       "n_skipped": int,              # ... and counted here
       "attributes": [str, ...],      # evaluated attributes, in model order
@@ -168,6 +170,8 @@ EVAL_SCHEMA: dict[str, Any] = {
         "seed": {"type": "integer"},
         "flip": {"type": "boolean"},
         "grayscale": {"type": "boolean"},
+        "swap_clothes": {"type": "boolean"},
+        "n_swapped": {"type": "integer", "minimum": 0},
         "n_images": {"type": "integer", "minimum": 1},
         "n_skipped": {"type": "integer", "minimum": 0},
         "attributes": {"type": "array", "items": {"type": "string"}, "minItems": 1},
