@@ -1,6 +1,6 @@
 """The `faceattr` command: a thin layer over the library, one subcommand per job.
 
-Each area of the package (train, evaluate, infer, search, serve) owns a small `cli` module with
+Each area of the package (data, train, evaluate, infer, search, serve) owns a small `cli` module with
 `register(subparsers)`, which adds its subcommands and binds each to a handler `(args) -> int`.
 Those modules import only argparse at top level, so `faceattr --help` stays fast; handlers import
 the heavy parts when they run.
@@ -20,6 +20,7 @@ __all__ = ["main", "build_parser"]
 
 # Ordered as the data flows; each module has register(subparsers).
 COMMAND_MODULES = (
+    "faceattr.data.cli",
     "faceattr.train.cli",
     "faceattr.evaluate.cli",
     "faceattr.infer.cli",
@@ -61,6 +62,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("faceattr: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`faceattr cache | head`): stop quietly, as Unix tools do, and keep
+        # Python from complaining again when it flushes stdout at exit.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

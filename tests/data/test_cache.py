@@ -15,6 +15,7 @@ from PIL import Image
 from faceattr.data import cache as cache_mod
 from faceattr.data.cache import ImageCache, build_cache, default_cache_dir
 from faceattr.data.transforms import Preprocess, prepare_image
+from faceattr.errors import FaceattrError
 
 PRE = Preprocess(size=(40, 32), crop=(9, 29, 169, 189))
 
@@ -160,3 +161,48 @@ def test_torn_cache_is_rebuilt(tmp_path: Path, real_images, monkeypatch: pytest.
 def test_empty_path_list(tmp_path: Path) -> None:
     empty = build_cache([], PRE, cache_dir=tmp_path, progress=False)
     assert empty.images.shape == (0, 40, 32, 3) and empty.valid.shape == (0,)
+
+
+def test_list_and_remove_caches_touch_only_faceattr_files(real_images, tmp_path: Path, capsys) -> None:
+    from faceattr.cli import main
+    from faceattr.data.cache import list_caches, remove_caches
+
+    folder = tmp_path / "cache"
+    a = build_cache(real_images(6), Preprocess(size=(32, 32)), cache_dir=folder, workers=1, progress=False)
+    b = build_cache(real_images(4), Preprocess(size=(24, 20)), cache_dir=folder, workers=1, progress=False)
+    foreign = folder / "notes.txt"
+    foreign.write_text("mine")
+    partial_new = folder / ".images-32x32-n9-abc.123.deadbeef.tmp"  # a build running right now
+    partial_old = folder / ".images-32x32-n9-def.456.cafebabe.tmp"  # left by a build killed long ago
+    for f in (partial_new, partial_old):
+        f.write_bytes(b"\0" * 10)
+    day = 86400.0
+    t0 = a.path.stat().st_mtime
+    os.utime(partial_old, (t0 - 3 * day, t0 - 3 * day))
+    for f in (a.path, a.path.with_suffix(".json")):
+        os.utime(f, (t0 - 10 * day, t0 - 10 * day))  # cache a unused for 10 days
+
+    entries = {e.name: e for e in list_caches(folder)}
+    assert set(entries) == {a.path.stem, b.path.stem, partial_new.name, partial_old.name}
+    assert entries[a.path.stem].kind == "images" and entries[partial_old.name].kind == "partial"
+    assert entries[a.path.stem].size == 6 * 32 * 32 * 3 + a.path.with_suffix(".json").stat().st_size
+    assert [e.name for e in list_caches(folder)][-1] == a.path.stem  # most recently used first
+
+    # Reopening a cache counts as using it: its sidecar's mtime moves to now.
+    build_cache(real_images(6), Preprocess(size=(32, 32)), cache_dir=folder, workers=1, progress=False)
+    assert list_caches(folder)[0].name == a.path.stem
+    for f in (a.path, a.path.with_suffix(".json")):
+        os.utime(f, (t0 - 10 * day, t0 - 10 * day))
+
+    gone = remove_caches(folder, older_than_days=5, now=t0)
+    assert {e.name for e in gone} == {a.path.stem}  # b is fresh; partials are under the 5-day bar or too young
+    assert not a.path.exists() and b.path.exists() and foreign.exists()
+    assert main(["cache", "--dir", str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert b.path.stem in out and "3 cache(s)" in out and "notes.txt" not in out
+    assert main(["cache", "--dir", str(folder), "--clear"]) == 0
+    assert "deleted 2 cache(s)" in capsys.readouterr().out  # b and the old partial; the running build's file stays
+    assert sorted(f.name for f in folder.iterdir()) == sorted([foreign.name, partial_new.name])
+    with pytest.raises(FaceattrError, match="older-than"):
+        remove_caches(folder, older_than_days=-1)
+    assert list_caches(tmp_path / "missing") == []

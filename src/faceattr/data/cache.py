@@ -7,7 +7,8 @@ new file. Files are written under a temporary name and renamed at the end: a kil
 leaves a cache that looks complete.
 
 On disk, per cache: ``<stem>.u8`` (raw uint8 [N, H, W, 3]) and ``<stem>.json`` (shape, the rows that
-could not be decoded and why).
+could not be decoded and why). Nothing prunes them by itself: `list_caches` / `remove_caches`
+(`faceattr cache`) show and delete them; a cache hit touches the sidecar, so its mtime is the last use.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from tqdm import tqdm
 from faceattr.data.transforms import Preprocess, prepare_image
 from faceattr.errors import FaceattrError
 
-__all__ = ["FORMAT_VERSION", "ImageCache", "build_cache", "default_cache_dir"]
+__all__ = ["FORMAT_VERSION", "CacheEntry", "ImageCache", "build_cache", "default_cache_dir", "list_caches", "remove_caches"]
 
 logger = logging.getLogger(__name__)
 
@@ -148,7 +149,73 @@ def _open(data_path: Path, meta_path: Path, key: str, shape: tuple[int, int, int
     valid[[row for row, _, _ in bad]] = False
     _warn_invalid(bad, shape[0])
     images = np.memmap(data_path, dtype=np.uint8, mode="r", shape=shape)
+    with contextlib.suppress(OSError):  # a read-only cache folder still works; only "last used" goes stale
+        os.utime(meta_path)
     return ImageCache(images=images, valid=valid, path=data_path)
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """One cache on disk: its files, their total size and when it was last written or used."""
+
+    name: str  # the file stem, e.g. images-160x128-n1946-03d24e897e9949ab9443
+    kind: str  # "images" (decoded pixels), "teachers" (distillation targets) or "partial" (a killed build)
+    files: tuple[Path, ...]
+    size: int  # bytes
+    last_used: float  # seconds since the epoch: newest mtime of its files
+
+
+# A build in progress writes .<stem>.<pid>.<hex>.tmp; only leftovers older than this are removed.
+_PARTIAL_MIN_AGE_S = 24 * 3600
+
+
+def list_caches(cache_dir: str | Path | None = None) -> list[CacheEntry]:
+    """Every faceattr cache in `cache_dir` (default: `default_cache_dir()`), most recently used first."""
+    folder = Path(cache_dir).expanduser() if cache_dir not in (None, "") else default_cache_dir()
+    if not folder.is_dir():
+        return []
+    groups: dict[tuple[str, str], list[Path]] = {}
+    for f in folder.iterdir():
+        if not f.is_file():
+            continue
+        n = f.name
+        if n.startswith("images-") and n.endswith((".u8", ".json")):
+            key = ("images", n.rsplit(".", 1)[0])
+        elif n.startswith("teachers-") and n.endswith(".safetensors"):
+            key = ("teachers", n[: -len(".safetensors")])
+        elif n.startswith((".images-", ".teachers-")) and n.endswith(".tmp"):
+            key = ("partial", n)
+        else:
+            continue  # not ours: never listed, never removed
+        groups.setdefault(key, []).append(f)
+    entries = []
+    for (kind, name), files in groups.items():
+        stats = [f.stat() for f in files]
+        entries.append(CacheEntry(name=name, kind=kind, files=tuple(sorted(files)), size=sum(st.st_size for st in stats),
+                                  last_used=max(st.st_mtime for st in stats)))
+    return sorted(entries, key=lambda e: e.last_used, reverse=True)
+
+
+def remove_caches(cache_dir: str | Path | None = None, *, older_than_days: float = 0.0,
+                  now: float | None = None) -> list[CacheEntry]:
+    """Delete the caches not used for `older_than_days` (0: all of them); returns what was deleted.
+
+    Leftovers of killed builds go only once they are a day old, so a build running now keeps its file.
+    """
+    import time
+
+    if older_than_days < 0:
+        raise FaceattrError(f"--older-than must be >= 0 days (0: every cache), got {older_than_days}")
+    now = time.time() if now is None else now
+    removed = []
+    for e in list_caches(cache_dir):
+        age = now - e.last_used
+        if age < older_than_days * 86400 or (e.kind == "partial" and age < _PARTIAL_MIN_AGE_S):
+            continue
+        for f in e.files:
+            f.unlink(missing_ok=True)  # a process still reading it keeps its open mapping
+        removed.append(e)
+    return removed
 
 
 def _warn_invalid(bad: list[Any], total: int) -> None:

@@ -10,9 +10,11 @@ Attributes in ``distill.exclude`` keep their labels.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -147,6 +149,8 @@ def soft_targets(cfg: TrainConfig, paths: Sequence[str], labels: np.ndarray, att
             if (f.metadata() or {}).get("key") == key:
                 logits = load_file(str(cached))["logits"]
                 logger.info("distill: reusing teacher predictions from %s", cached)
+                with contextlib.suppress(OSError):  # its mtime is its last use, for `faceattr cache`
+                    os.utime(cached)
     if logits is None:
         logits = _predict_teachers(teachers, paths, cfg, device)
         cached.parent.mkdir(parents=True, exist_ok=True)
