@@ -23,7 +23,7 @@ from PIL import Image, ImageFilter
 
 from faceattr.checkpoint import load_checkpoint, read_metadata, resolve_checkpoint
 from faceattr.data import load_celeba
-from faceattr.data.augment import COLLAR_ROW, context_columns, swap_context
+from faceattr.data.augment import COLLAR_ROW, context_columns, swap_collars
 from faceattr.data.transforms import ALIGNED_SIZE, Preprocess, normalize_batch, prepare_image
 from faceattr.evaluate.metrics import metric_block
 from faceattr.runtime import logits_to_probs, predict_logits
@@ -57,11 +57,12 @@ DEGRADATIONS: dict[str, Callable[[Image.Image], Image.Image]] = {
 
 def _swap_clothes(images: list[Image.Image], labels: np.ndarray, attrs: list[str]) -> list[Image.Image]:
     """Every image gets rows COLLAR_ROW.. of an opposite-sex partner from the sample (seeded)."""
-    x = torch.from_numpy(np.stack([np.asarray(img) for img in images])).permute(0, 3, 1, 2)
+    x = np.stack([np.asarray(img) for img in images])
     male, keep = context_columns(attrs)
-    start = COLLAR_ROW / x.shape[2]
-    y, _ = swap_context(x, labels, 1.0, torch.Generator().manual_seed(0), male=male, keep=keep, band=(start, start))
-    return [Image.fromarray(a) for a in y.permute(0, 2, 3, 1).numpy()]
+    if male is None:
+        raise SystemExit("swap190 needs Male among the models' attributes")
+    y, _ = swap_collars(x, labels, COLLAR_ROW / x.shape[1], male=male, keep=keep)
+    return [Image.fromarray(a) for a in y]
 
 
 NAMES = [*DEGRADATIONS, "swap190"]

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from faceattr.config import AugmentConfig
 from faceattr.errors import FaceattrError
 
-__all__ = ["COLLAR_ROW", "CONTEXT_BAND", "CONTEXT_LABELS", "augment_batch", "context_columns", "swap_context"]
+__all__ = ["COLLAR_ROW", "CONTEXT_BAND", "CONTEXT_LABELS", "augment_batch", "context_columns", "swap_collars", "swap_context"]
 
 # Columns of the per-image uniform draws. Every call draws all of them, whatever is switched on,
 # so a generator advances the same amount per batch and toggling one option leaves the others' draws alone.
@@ -117,6 +117,16 @@ def swap_context(
         out[i, :, start:] = images[j, :, start:]
         swapped[i] = True
     return out, swapped
+
+
+def swap_collars(images: np.ndarray, labels: np.ndarray, start: float, *, male: int, keep: Sequence[int],
+                 seed: int = 0) -> tuple[np.ndarray, int]:
+    """Evaluation's swap: every uint8 [N, H, W, 3] image gets the rows from `start` (a share of H) down of an
+    opposite-sex image with the same `keep` labels (seeded); returns (new images, how many were changed)."""
+    x = torch.from_numpy(np.array(images)).permute(0, 3, 1, 2)  # a writable copy (a cache may be read-only)
+    out, swapped = swap_context(x, labels, 1.0, torch.Generator().manual_seed(seed), male=male, keep=keep,
+                                band=(start, start))
+    return np.ascontiguousarray(out.permute(0, 2, 3, 1).numpy()), int(swapped.sum())
 
 
 def _geometric(cfg: AugmentConfig) -> bool:

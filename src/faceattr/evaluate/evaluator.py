@@ -128,9 +128,7 @@ def _check_config(cfg: EvalConfig) -> None:
 
 def _swap_clothes(images: np.ndarray, labels: np.ndarray, pre: Any, seed: int) -> tuple[np.ndarray, int]:
     """Give each image the collar rows of an opposite-sex partner with the same band labels (column 0: Male)."""
-    import torch
-
-    from faceattr.data.augment import COLLAR_ROW, swap_context
+    from faceattr.data.augment import COLLAR_ROW, swap_collars
     from faceattr.data.transforms import ALIGNED_SIZE
 
     y0, y1 = (0, ALIGNED_SIZE[0]) if pre.crop is None else (pre.crop[1], pre.crop[3])
@@ -140,10 +138,7 @@ def _swap_clothes(images: np.ndarray, labels: np.ndarray, pre: Any, seed: int) -
             f"(row {COLLAR_ROW}), so it never sees clothing; evaluate it without --swap-clothes"
         )
     start = max(0.0, (COLLAR_ROW - y0) / (y1 - y0))
-    x = torch.from_numpy(np.array(images)).permute(0, 3, 1, 2)  # a writable copy (the cache may be read-only)
-    out, swapped = swap_context(x, labels, 1.0, torch.Generator().manual_seed(seed), male=0,
-                                keep=list(range(1, labels.shape[1])), band=(start, start))
-    return np.ascontiguousarray(out.permute(0, 2, 3, 1).numpy()), int(swapped.sum())
+    return swap_collars(images, labels, start, male=0, keep=range(1, labels.shape[1]), seed=seed)
 
 
 def _model_attributes(meta: dict[str, Any], path: Path) -> list[str]:

@@ -175,6 +175,15 @@ def prepare_run(cfg: TrainConfig) -> Run:
         raise FaceattrError("distillation trains towards teacher probabilities with BCE; use loss 'bce' or 'bce_weighted', not 'ce'")
     if cfg.balance.attribute and cfg.loss == "ce":
         raise FaceattrError("balance reweights one attribute of a multi-label (BCE) loss; use loss 'bce' or 'bce_weighted'")
+    if cfg.augment.context_swap > 0.0 and cfg.loss == "ce":
+        from faceattr.data.augment import context_columns
+
+        band_cols = context_columns(attributes)[1]
+        if band_cols:
+            raise FaceattrError(
+                f"augment.context_swap hides {attributes[band_cols[0]]} (it lives in the swapped band), which loss "
+                "'ce' cannot leave out; use --loss bce or set augment.context_swap=0"
+            )
     train_images, train_labels, kept = _cached(train_split, pre, cfg)
     val_images = val_labels = None
     if cfg.data.val_split != "none":
@@ -400,11 +409,6 @@ def train_one_epoch(
 
     cfg, model, device = run.cfg, run.model, run.device
     male_col, band_cols = context_columns(run.attributes)
-    if cfg.augment.context_swap > 0.0 and band_cols and cfg.loss == "ce":
-        raise FaceattrError(
-            f"augment.context_swap hides {run.attributes[band_cols[0]]} (it lives in the swapped band), which loss "
-            "'ce' cannot leave out; use --loss bce or set augment.context_swap=0"
-        )
     model.train()
     steps = _steps_per_epoch(run)
     total = _total_steps(run)
