@@ -206,3 +206,17 @@ def test_list_and_remove_caches_touch_only_faceattr_files(real_images, tmp_path:
     with pytest.raises(FaceattrError, match="older-than"):
         remove_caches(folder, older_than_days=-1)
     assert list_caches(tmp_path / "missing") == []
+
+
+def test_cache_listing_into_a_closed_pipe_exits_quietly(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    folder = tmp_path / "cache"
+    folder.mkdir()
+    for i in range(3000):  # far more than a pipe buffer of listing, so the writer sees the reader go
+        (folder / f"images-8x8-n1-{i:020d}.u8").write_bytes(b"")
+    cmd = f"{sys.executable} -m faceattr.cli cache --dir {folder} | head -n 1"
+    done = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=120)
+    assert done.stdout.startswith("last used")
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
