@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -36,7 +37,15 @@ def test_health_info_page_static_and_docs(client: Any, indexed: tuple[Path, Path
     for asset in ("app.js", "style.css"):
         r = client.get(f"/static/{asset}")
         assert r.status_code == 200 and len(r.content) > 1000
-    assert client.get("/docs").status_code == 200
+    # The docs pages must work offline: every script and stylesheet they load is served by this app.
+    for docs in ("/docs", "/redoc"):
+        html = client.get(docs)
+        assert html.status_code == 200
+        assets = re.findall(r'(?:src|href)="([^"]+\.(?:js|css))"', html.text)
+        assert assets and all(a.startswith("/") and not a.startswith("//") for a in assets), assets
+        for a in assets:
+            r = client.get(a)
+            assert r.status_code == 200 and len(r.content) > 10_000, a
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/predict", "/search", "/search/like", "/image/{face_id}", "/healthz"} <= set(paths)
 

@@ -1,6 +1,6 @@
 """The web service: a FastAPI app around one loaded model (AttributeModel) and, optionally, one attribute index.
 
-Endpoints (OpenAPI docs at /docs)::
+Endpoints (OpenAPI docs at /docs and /redoc, with their scripts served locally)::
 
     GET  /                    the web page (serve/static/)
     GET  /healthz             liveness: model name, index counts
@@ -33,6 +33,7 @@ from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from PIL import Image, UnidentifiedImageError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -192,7 +193,9 @@ def create_app(
     from faceattr.search.store import safe_join
 
     svc = _Service(model, Path(index_path) if index_path is not None else None, max_upload_bytes, max_pixels)
-    app = FastAPI(
+    # FastAPI's own /docs page loads Swagger UI from a CDN, so offline it is blank; fastapi-offline
+    # serves the same page with the scripts from its package (/static-offline-docs/).
+    app = FastAPIOffline(
         title="faceattr",
         version=__version__,
         description="Facial attribute prediction and attribute search. Upload a photo to `/predict`; "
