@@ -7,8 +7,10 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -276,3 +278,40 @@ def test_threads_cap_applies_while_indexing_and_is_restored(dataset: tuple[Path,
     assert torch.get_num_threads() == before
     with pytest.raises(FaceattrError, match="at least 1"):
         build_index(root, tmp_path / "i.sqlite", FakeModel(), threads=0, progress=False)
+
+
+class _GatedModel(FakeModel):
+    """A FakeModel whose first batch signals `started` and then waits for `go`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started, self.go = threading.Event(), threading.Event()
+
+    def predict_many(self, images: Any, **kw: Any) -> Any:
+        self.started.set()
+        assert self.go.wait(30), "the test never released the first run"
+        yield from super().predict_many(images, **kw)
+
+
+def test_a_second_run_on_the_same_index_waits_and_repeats_no_work(dataset: tuple[Path, dict], tmp_path: Path) -> None:
+    root, truth = dataset
+    index = tmp_path / "i.sqlite"
+    first, second = _GatedModel(), FakeModel()
+    results: dict[str, Any] = {}
+
+    def run(name: str, model: FakeModel) -> None:
+        results[name] = build_index(root, index, model, batch_size=8, progress=False)
+
+    a = threading.Thread(target=run, args=("first", first))
+    a.start()
+    assert first.started.wait(30)
+    b = threading.Thread(target=run, args=("second", second))
+    b.start()
+    b.join(1.0)
+    # Without the lock the second run plans every file (none is written yet) and indexes them all.
+    assert b.is_alive() and second.batches == 0
+    first.go.set()
+    a.join(30), b.join(30)
+    assert results["first"].processed == len(truth) + 1
+    assert (results["second"].processed, results["second"].unchanged, second.batches) == (0, len(truth) + 1, 0)
+    check_consistent(index)

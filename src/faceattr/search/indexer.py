@@ -354,6 +354,26 @@ def _run_ray(
             ray.shutdown()
 
 
+@contextmanager
+def _sole_writer(index_path: Path) -> Iterator[None]:
+    """Hold `INDEX.lock` for the whole update, so a second run on the same index waits, then finds only what is left."""
+    from filelock import FileLock, Timeout
+
+    index_path.parent.mkdir(parents=True, exist_ok=True)
+    # An OS lock (flock/LockFileEx) on a side file: the kernel drops it when its process dies, so a
+    # killed run never leaves a stale lock behind, and SQLite's own locks stay per transaction.
+    lock = FileLock(f"{index_path}.lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        logger.warning("%s is being updated by another `faceattr index` run; waiting for it to finish", index_path)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def build_index(
     folder: str | Path,
     index_path: str | Path,
@@ -375,7 +395,8 @@ def build_index(
     `threads` caps the CPU threads of all processes together (split evenly between `workers`); None
     leaves one process at its libraries' defaults and gives each worker an equal share of the cores.
     `on_batch(stats)` is called after each committed batch with the running totals (for progress
-    displays and benchmarks).
+    displays and benchmarks). Runs on the same index take turns (a lock on `INDEX.lock`): a second run
+    waits for the first, then indexes only what the first left undone.
     """
     t0 = time.perf_counter()
     root = Path(folder)
@@ -400,7 +421,7 @@ def build_index(
     identity = model_identity(loaded, source)
 
     stats = IndexStats()
-    with IndexStore(index_path, create=True) as store:
+    with _sole_writer(Path(index_path)), IndexStore(index_path, create=True) as store:
         store.initialise(root, identity, rebuild=rebuild)
         entries = scan_folder(root)
         plan = plan_update(store, entries, retry_errors=retry_errors)
