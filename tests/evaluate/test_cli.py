@@ -81,6 +81,21 @@ def test_empty_split_suggests_valid_or_a_holdout(trained_run: Path, celeba_root:
             "--calibrate-split", "test"], capsys, "split 'test'", "--calibrate-split valid")
 
 
+def test_empty_valid_split_suggests_only_a_holdout(trained_run: Path, celeba_root: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    # The real images and labels, with every image moved into train: 'valid' is empty.
+    root = tmp_path / "all_train"
+    root.mkdir()
+    (root / "img_align_celeba").symlink_to((celeba_root / "img_align_celeba").resolve())
+    for name in ("list_attr_celeba.txt", "identity_CelebA.txt"):
+        (root / name).symlink_to((celeba_root / name).resolve())
+    rows = (celeba_root / "list_eval_partition.txt").read_text().split()[::2]
+    (root / "list_eval_partition.txt").write_text("".join(f"{r} 0\n" for r in rows))
+    line = _fails(["evaluate", str(trained_run), "--data-root", str(root), "--split", "valid"], capsys,
+                  "split 'valid'", "has no images", "--holdout-fraction 0.1 --split holdout")
+    assert "--split valid" not in line  # it must not suggest the split that was just found empty
+
+
 def test_corrupt_or_missing_checkpoint(trained_run: Path, celeba_root: Path, tmp_path: Path,
                                        capsys: pytest.CaptureFixture[str]) -> None:
     garbage = tmp_path / "garbage.safetensors"

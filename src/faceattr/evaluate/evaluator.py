@@ -191,8 +191,9 @@ def _load_split(cfg: EvalConfig, split: str, attributes: list[str], seed: int, f
     except FaceattrError as e:
         if "has no images" in str(e):
             # The shared subset has no 'test' images at all; say what to run instead.
+            use_valid = f"use 'valid' ({flag} valid), or " if split != "valid" else ""
             raise FaceattrError(
-                f"split '{split}' of {cfg.data_root} has no images; use 'valid' ({flag} valid), or carve an "
+                f"split '{split}' of {cfg.data_root} has no images; {use_valid}carve an "
                 f"identity-disjoint holdout out of train (--holdout-fraction 0.1 {flag} holdout)"
             ) from None
         raise
