@@ -304,3 +304,16 @@ def test_predict_many_same_with_and_without_prefetch(small_model: AttributeModel
     a = [r.to_dict() for r in small_model.predict_many(paths, batch_size=3, prefetch=0)]
     b = [r.to_dict() for r in small_model.predict_many(paths, batch_size=3, prefetch=3)]
     assert a == b and [len(r["faces"]) for r in a] == [1, 0, 1, 1, 1]
+
+
+def test_predicting_with_the_shipped_model_imports_no_celeba_training_code() -> None:
+    # Imports point downstream: infer uses data.transforms only, never the CelebA loader, cache or augmentation.
+    import subprocess
+    import sys
+
+    code = ("import sys, faceattr; from faceattr.infer import sample_path; "
+            "faces = faceattr.load('default').predict(sample_path('grace_hopper')); "
+            "print(len(faces), sorted(m for m in sys.modules if m.startswith(('faceattr.data', 'faceattr.train', 'sklearn'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split(None, 1)
+    assert out[0] == "1"
+    assert out[1].strip() == "['faceattr.data', 'faceattr.data.transforms']"
