@@ -37,6 +37,12 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--workers", type=int, default=2, help="processes for the parallel run")
     args = ap.parse_args()
+    # The steady rate is measured from the batch after every process's first one; with fewer batches
+    # than that there is nothing to measure (it printed "nan images/s").
+    need = args.batch_size * (args.workers + 2)
+    if args.images < need:
+        ap.error(f"--images must be at least batch size x (workers + 2) = {need}, so every process delivers "
+                 f"a first batch and there are batches after it to time")
 
     from faceattr.search import build_index
 

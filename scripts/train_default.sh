@@ -11,12 +11,18 @@ export TORCH_HOME=${TORCH_HOME:-../shared/weights/torch_home}
 export FACEATTR_WEIGHTS_DIR=${FACEATTR_WEIGHTS_DIR:-../shared/weights}
 
 # train CONFIG: train (or resume, or skip when finished) the run CONFIG describes; its folder lands in $out.
+# summary.json is also written by a run that failed or was interrupted, so only status "done" counts.
 train() {
   out=$(sed -n 's/^out = "\(.*\)"/\1/p' "$1")
-  if [[ -f "$out/summary.json" ]]; then
+  status=$("$BIN/python" -c 'import json, sys; print(json.load(open(sys.argv[1]))["status"])' "$out/summary.json" 2>/dev/null || true)
+  if [[ "$status" == done ]]; then
     echo "$out: finished, skipped"
   elif [[ -f "$out/last.safetensors" ]]; then
+    [[ -z "$status" ]] || echo "$out: ended '$status' last time; resuming from its last checkpoint"
     "$BIN/faceattr" train --config "$1" --resume
+  elif [[ -d "$out" ]]; then
+    echo "$out: ended '${status:-unknown}' before its first checkpoint; remove $out and re-run this script" >&2
+    exit 1
   else
     "$BIN/faceattr" train --config "$1"
   fi
