@@ -89,6 +89,7 @@ def test_search_like_a_photo(cli_env: tuple[Path, Path, dict], tmp_path: Path, c
         (["search", "{index}"], "nothing to search for"),
         (["index", "{root}", "--out", "{index}", "--model", "other"], "--rebuild"),
         (["index", "{tmp}/missing", "--out", "{index}"], "not a folder"),
+        (["index", "{root}", "--out", "{index}/under_a_file.sqlite"], "cannot create the index"),
     ],
 )
 def test_user_errors_are_one_line_and_exit_2(

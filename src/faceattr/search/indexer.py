@@ -359,15 +359,20 @@ def _sole_writer(index_path: Path) -> Iterator[None]:
     """Hold `INDEX.lock` for the whole update, so a second run on the same index waits, then finds only what is left."""
     from filelock import FileLock, Timeout
 
-    index_path.parent.mkdir(parents=True, exist_ok=True)
     # An OS lock (flock/LockFileEx) on a side file: the kernel drops it when its process dies, so a
     # killed run never leaves a stale lock behind, and SQLite's own locks stay per transaction.
     lock = FileLock(f"{index_path}.lock")
     try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        logger.warning("%s is being updated by another `faceattr index` run; waiting for it to finish", index_path)
-        lock.acquire()
+        index_path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            logger.warning("%s is being updated by another `faceattr index` run; waiting for it to finish", index_path)
+            lock.acquire()
+    except OSError as e:
+        where = f": {e.filename}" if e.filename else ""
+        raise FaceattrError(f"cannot create the index {index_path} ({e.strerror or e}{where}); "
+                            "pass --out a path in a folder you can write") from None
     try:
         yield
     finally:
