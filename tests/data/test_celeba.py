@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 
 import numpy as np
@@ -261,8 +260,8 @@ def test_malformed_partition_and_identity(make_celeba, reference) -> None:
         load_celeba(root)
 
 
-def test_full_size_attribute_file_parses_fast(tmp_path: Path, reference) -> None:
-    """A synthetic 202,599-row file in the official format (the full CelebA size) loads in well under a second."""
+def test_full_size_attribute_file_parses(tmp_path: Path, reference) -> None:
+    """A synthetic 202,599-row file in the official format (the full CelebA size) parses right (speed: benchmarks/load_celeba.py)."""
     n = 202_599
     rng = np.random.default_rng(0)
     values = rng.integers(0, 2, size=(n, 40), dtype=np.int8) * 2 - 1
@@ -284,15 +283,11 @@ def test_full_size_attribute_file_parses_fast(tmp_path: Path, reference) -> None
     (tmp_path / "img_align_celeba").mkdir()
     for name in names:
         (tmp_path / "img_align_celeba" / name).write_bytes(b"")
-    # CPU time, not wall time: the test machines are shared, and waiting for a core is not parsing.
-    start = time.process_time()
     names_read = read_attribute_names(tmp_path)
     split = load_celeba(tmp_path, split="all", layout="official", attributes=None)
-    elapsed = time.process_time() - start
     assert names_read == reference.names
     assert split.filenames == names  # the other 202,596 rows have no image file
     np.testing.assert_array_equal(split.labels, (values[:3] > 0).astype(np.float32))
-    assert elapsed < 1.5, f"parsing 202,599 rows took {elapsed:.2f}s of CPU"  # ~0.3 s on this machine
 
 
 def test_agrees_with_torchvision(make_celeba, reference, monkeypatch: pytest.MonkeyPatch) -> None:
