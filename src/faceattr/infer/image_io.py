@@ -67,6 +67,8 @@ def load_rgb(source: ImageSource, *, max_pixels: int = MAX_PIXELS) -> np.ndarray
         raise FaceattrError(f"{path}: no such file")
     if not path.is_file():
         raise FaceattrError(f"{path}: not a file")
+    if path.stat().st_size == 0:  # e.g. an interrupted download or copy; Pillow would call it an unknown format
+        raise FaceattrError(f"{path}: empty file (0 bytes)")
     try:
         # Pillow warns above its own MAX_IMAGE_PIXELS and raises above twice that, at open time.
         # We apply our (lower) limit from the header ourselves, so silence the warning and turn the
