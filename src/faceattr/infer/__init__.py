@@ -6,7 +6,8 @@
     >>> faces[0].present, faces[0].probabilities["Smiling"]
 
 Parts: `image_io` (robust image reading), `detect` (YuNet), `align` (5-point similarity onto the
-CelebA template), `backends` (torch / ONNX Runtime, ONNX export), `model` (the API below), `cli`.
+CelebA template), `backends` (torch / ONNX Runtime, ONNX export), `model` (the API below), `explain`
+(occlusion: which parts of the face drive an attribute), `cli`.
 """
 
 from __future__ import annotations

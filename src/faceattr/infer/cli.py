@@ -1,4 +1,4 @@
-"""`faceattr predict` and `faceattr export`: thin command-line layers over faceattr.infer.
+"""`faceattr predict`, `faceattr explain` and `faceattr export`: thin command-line layers over faceattr.infer.
 
 Only argparse is imported at module level so `faceattr --help` stays fast; handlers import the rest.
 """
@@ -14,7 +14,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", "
 
 
 def register(subparsers: Any) -> None:
-    """Add the `predict` and `export` subcommands."""
+    """Add the `predict`, `explain` and `export` subcommands."""
     p = subparsers.add_parser(
         "predict",
         help="detect faces in photos and predict their attributes",
@@ -35,6 +35,27 @@ def register(subparsers: Any) -> None:
     p.add_argument("--annotate", metavar="DIR", help="write a copy of each image with boxes, landmarks and attributes here")
     p.add_argument("--batch-size", type=int, default=32, help="faces per classifier batch (default: %(default)s)")
     p.set_defaults(func=_predict)
+
+    x = subparsers.add_parser(
+        "explain",
+        help="show which parts of a face drive one attribute (occlusion)",
+        description="Grey out each part of the aligned face crop (hair, eyes, nose, mouth, chin, neck and "
+        "clothing) and a sliding square, classify again, and report how far the attribute's probability "
+        "moves; --out writes the heat map and the table as a PNG.",
+    )
+    x.add_argument("image", metavar="IMAGE", help="a photo (its largest face is explained unless --face says otherwise)")
+    x.add_argument("--attribute", required=True, help="the attribute to explain, e.g. Male or Eyeglasses")
+    x.add_argument("--face", type=int, default=1, help="which face, 1 = the largest (default: %(default)s)")
+    x.add_argument("--out", metavar="PNG", help="write the crop, heat map and region table here")
+    x.add_argument("--json", action="store_true", help="print the figures as JSON to stdout and nothing else")
+    x.add_argument("--model", default="default", help="shipped model name or checkpoint path (default: %(default)s)")
+    x.add_argument("--backend", choices=("torch", "onnx"), default="torch", help="classifier runtime (default: %(default)s)")
+    x.add_argument("--patch", type=int, default=32, help="side of the sliding grey square, px of the 178x218 crop (default: %(default)s)")
+    x.add_argument("--stride", type=int, default=16, help="step of the sliding square, px (default: %(default)s)")
+    x.add_argument("--min-face", type=int, default=24, help="smallest face box (px) to classify (default: %(default)s)")
+    x.add_argument("--no-detect", action="store_true", help="take the whole image as one face (a tight face crop)")
+    x.add_argument("--no-align", action="store_true", help="take the image as an already aligned 178x218 CelebA-style crop")
+    x.set_defaults(func=_explain)
 
     e = subparsers.add_parser(
         "export",
@@ -223,6 +244,30 @@ def _predict(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
     sys.stdout.flush()
     return 1 if failed or input_errors else 0
+
+
+def _explain(args: argparse.Namespace) -> int:
+    import json
+    import sys
+
+    from faceattr.infer import load
+    from faceattr.infer.explain import explain, save_explanation
+
+    model = load(args.model, backend=args.backend)
+    e = explain(model, args.image, args.attribute, face=args.face, detect=not args.no_detect, align=not args.no_align,
+                min_face=args.min_face, patch=args.patch, stride=args.stride)
+    if args.out:
+        save_explanation(e, args.out)
+    if args.json:
+        json.dump({"image": args.image, "face": args.face, "attribute": e.attribute, "probability": round(e.probability, 6),
+                   "regions": {k: round(v, 6) for k, v in e.regions.items()}, "patch": e.patch, "stride": e.stride,
+                   "out": args.out}, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        print(f"{args.image}, face {args.face}: " + e.summary())
+        if args.out:
+            print(f"wrote {args.out}")
+    return 0
 
 
 def _export(args: argparse.Namespace) -> int:

@@ -1,0 +1,187 @@
+"""Where in the face a prediction comes from: occlusion sensitivity on the aligned crop.
+
+Grey out part of the aligned 178x218 crop, classify again, and see how far one attribute's
+probability moves. Two views of the same idea (Zeiler & Fergus 2014):
+
+- `REGIONS`: horizontal bands of the CelebA frame (hair, eyes, nose, mouth, chin, neck and
+  clothing), each hidden whole: "hiding the clothing lowers Male from 0.99 to 0.82" is the kind of
+  statement the model card makes, and this is how to check it on any photo.
+- a sliding square patch: for every pixel, the mean probability drop over the patches covering it;
+  positive where the region supports the attribute, negative where it argues against it.
+
+Occlusion asks a model about images it never saw in training (grey squares), so read the map as
+where the model looks, not as a causal account of the face.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from PIL import Image
+
+from faceattr.errors import FaceattrError, did_you_mean
+
+if TYPE_CHECKING:
+    from faceattr.infer.model import AttributeModel
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["REGIONS", "Explanation", "explain", "explain_crop", "save_explanation"]
+
+ALIGNED_H, ALIGNED_W = 218, 178
+# Rows of the aligned frame, from the alignment template (eyes at y=112, nose tip 135, mouth
+# corners 152, face box 68-183): each band holds one part of every aligned face.
+REGIONS: dict[str, tuple[int, int]] = {
+    "hair and forehead": (0, 95),
+    "eyes and brows": (95, 125),
+    "nose and cheeks": (125, 143),
+    "mouth": (143, 165),
+    "chin and jaw": (165, 188),
+    "neck and clothing": (188, 218),
+}
+GREY = 128
+
+
+@dataclass
+class Explanation:
+    """One attribute of one aligned face, with what hiding each part of the crop does to it."""
+
+    attribute: str
+    probability: float  # on the unaltered crop
+    regions: dict[str, float]  # band name -> the probability with that band greyed out
+    heatmap: np.ndarray  # float32 [218, 178]: mean probability drop when a patch covers the pixel
+    crop: np.ndarray  # uint8 [218, 178, 3], the aligned crop explained
+    patch: int
+    stride: int
+
+    def summary(self) -> str:
+        """One line per region, largest effect first."""
+        lines = [f"{self.attribute} {self.probability:.3f} on the whole crop; with one part hidden:"]
+        for name, p in sorted(self.regions.items(), key=lambda kv: -abs(kv[1] - self.probability)):
+            lines.append(f"  {name:<18} {p:.3f}  ({p - self.probability:+.3f})")
+        return "\n".join(lines)
+
+
+def _starts(size: int, patch: int, stride: int) -> list[int]:
+    """Patch origins covering [0, size) with the last patch flush with the edge."""
+    starts = list(range(0, size - patch + 1, stride))
+    if starts[-1] != size - patch:
+        starts.append(size - patch)
+    return starts
+
+
+def explain_crop(
+    model: AttributeModel,
+    crop: np.ndarray | Image.Image,
+    attribute: str,
+    *,
+    patch: int = 32,
+    stride: int = 16,
+    batch_size: int = 64,
+) -> Explanation:
+    """Occlusion sensitivity of `attribute` on one aligned 178x218 crop (uint8 RGB array or PIL image)."""
+    if attribute not in model.attributes:
+        raise FaceattrError(f"model '{model.name}' does not predict '{attribute}'{did_you_mean(attribute, model.attributes)}")
+    if not 4 <= patch <= min(ALIGNED_H, ALIGNED_W) or not 1 <= stride <= patch:
+        raise FaceattrError(f"--patch must be 4-{min(ALIGNED_H, ALIGNED_W)} px and --stride 1..patch, got {patch} and {stride}")
+    a = np.asarray(crop.convert("RGB") if isinstance(crop, Image.Image) else crop, dtype=np.uint8)
+    if a.shape != (ALIGNED_H, ALIGNED_W, 3):
+        raise FaceattrError(f"expected an aligned {ALIGNED_W}x{ALIGNED_H} RGB crop, got shape {a.shape}")
+    j = model.attributes.index(attribute)
+
+    variants = [a]
+    for y0, y1 in REGIONS.values():
+        b = a.copy()
+        b[y0:y1] = GREY
+        variants.append(b)
+    ys, xs = _starts(ALIGNED_H, patch, stride), _starts(ALIGNED_W, patch, stride)
+    for y in ys:
+        for x in xs:
+            b = a.copy()
+            b[y : y + patch, x : x + patch] = GREY
+            variants.append(b)
+    probs = model.predict_aligned(np.stack(variants), batch_size=batch_size)[:, j]
+    base = float(probs[0])
+    regions = {name: float(p) for name, p in zip(REGIONS, probs[1 : 1 + len(REGIONS)])}
+
+    drop = np.zeros((ALIGNED_H, ALIGNED_W), np.float64)
+    count = np.zeros((ALIGNED_H, ALIGNED_W), np.int32)
+    k = 1 + len(REGIONS)
+    for y in ys:
+        for x in xs:
+            drop[y : y + patch, x : x + patch] += base - float(probs[k])
+            count[y : y + patch, x : x + patch] += 1
+            k += 1
+    heat = (drop / np.maximum(count, 1)).astype(np.float32)
+    logger.debug("explained %s on %d occluded copies of the crop", attribute, len(variants) - 1)
+    return Explanation(attribute, base, regions, heat, a, patch, stride)
+
+
+def explain(
+    model: AttributeModel,
+    image: str | Path | Image.Image | np.ndarray,
+    attribute: str,
+    *,
+    face: int = 1,
+    detect: bool = True,
+    align: bool = True,
+    min_face: int = 24,
+    patch: int = 32,
+    stride: int = 16,
+) -> Explanation:
+    """Occlusion sensitivity of `attribute` for face number `face` (1 = largest) of a photo."""
+    if attribute not in model.attributes:  # before detection: a typo should not cost a model run
+        raise FaceattrError(f"model '{model.name}' does not predict '{attribute}'{did_you_mean(attribute, model.attributes)}")
+    if face < 1:
+        raise FaceattrError(f"--face counts from 1 (the largest face), got {face}")
+    faces = model.predict(image, detect=detect, align=align, max_faces=face, min_face=min_face)
+    name = image if isinstance(image, (str, Path)) else "the image"
+    if not faces:
+        raise FaceattrError(f"{name}: no face found (try --no-detect for a tight face crop)")
+    if len(faces) < face:
+        raise FaceattrError(f"{name}: --face {face} asked for, but only {len(faces)} face(s) found")
+    chosen = faces[face - 1]
+    if chosen.too_small or chosen.crop is None:
+        raise FaceattrError(f"{name}: face {face} is smaller than --min-face {min_face} px; it is not classified")
+    return explain_crop(model, chosen.crop, attribute, patch=patch, stride=stride)
+
+
+def save_explanation(e: Explanation, path: str | Path) -> Path:
+    """Write the crop, the heat map over it and the region table as one PNG (matplotlib)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(path)
+    if out.suffix.lower() != ".png":
+        raise FaceattrError(f"{out}: the explanation is written as a PNG; give a path ending in .png")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    lim = max(float(np.abs(e.heatmap).max()), 1e-6)
+    fig, axes = plt.subplots(1, 3, figsize=(11, 4.4), gridspec_kw={"width_ratios": [1, 1.25, 1.5]}, layout="constrained")
+    axes[0].imshow(e.crop)
+    axes[0].set_title("aligned crop")
+    axes[1].imshow(e.crop)
+    im = axes[1].imshow(e.heatmap, cmap="RdBu_r", vmin=-lim, vmax=lim, alpha=0.55)
+    axes[1].set_title(f"hiding a {e.patch}px square")
+    fig.colorbar(im, ax=axes[1], fraction=0.05, label=f"drop in p({e.attribute})")
+    for ax in axes[:2]:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    names = list(REGIONS)
+    values = [e.regions[n] for n in names]
+    axes[2].barh(names[::-1], values[::-1], color="#8da0cb")
+    axes[2].axvline(e.probability, color="k", linestyle="--", label=f"whole crop {e.probability:.3f}")
+    axes[2].set_xlim(0, 1)
+    axes[2].set_xlabel(f"p({e.attribute}) with the part hidden")
+    axes[2].legend(loc="lower right", fontsize=8)
+    fig.suptitle(f"{e.attribute}: where the model looks (occlusion)")
+    tmp = out.with_name(out.name + ".tmp")
+    fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+    tmp.replace(out)
+    return out

@@ -1,0 +1,104 @@
+"""Occlusion explanations: the arithmetic on a model whose answer we know, and the shipped model on a real portrait."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from faceattr.cli import main
+from faceattr.errors import FaceattrError
+from faceattr.infer.explain import GREY, REGIONS, explain, explain_crop, save_explanation
+
+from .helpers import noise_canvas
+
+
+class _LooksAtRows:
+    """A stand-in model whose one attribute is the share of non-grey pixels in rows 100-119 of the crop."""
+
+    name = "rows"
+    attributes = ["Eyes_Visible", "Other"]
+
+    def predict_aligned(self, crops: np.ndarray, *, batch_size: int = 64) -> np.ndarray:
+        band = crops[:, 100:120]
+        seen = (band != GREY).any(axis=-1).mean(axis=(1, 2))
+        return np.stack([seen, np.full_like(seen, 0.5)], axis=1).astype(np.float32)
+
+
+def _crop(seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    a = rng.integers(0, 256, size=(218, 178, 3), dtype=np.uint8)
+    a[a == GREY] = GREY + 1  # so "grey" means occluded and nothing else
+    return a
+
+
+def test_regions_and_heatmap_follow_what_the_model_reads() -> None:
+    e = explain_crop(_LooksAtRows(), _crop(), "Eyes_Visible", patch=16, stride=8)  # type: ignore[arg-type]
+    assert e.probability == pytest.approx(1.0)
+    # Rows 100-119 lie in "eyes and brows" (95-125) alone: hiding it hides everything the model reads.
+    assert e.regions["eyes and brows"] == pytest.approx(0.0)
+    assert all(p == pytest.approx(1.0) for name, p in e.regions.items() if name != "eyes and brows")
+    # No 16-px patch covering rows 0-84 or 135-217 reaches rows 100-119, so the map is zero there ...
+    assert np.abs(e.heatmap[:85]).max() == 0 and np.abs(e.heatmap[135:]).max() == 0
+    # ... and positive across the band, where every covering patch hides part of it.
+    assert (e.heatmap[100:120] > 0).all()
+    # A 16x16 patch inside the band hides 256 of its 20x178 pixels: that is the drop at its centre.
+    assert e.heatmap[110, 89] == pytest.approx(256 / (20 * 178), rel=0.2)
+    assert e.heatmap.shape == (218, 178) and e.crop.shape == (218, 178, 3)
+
+
+def test_bad_requests_are_one_line_errors(tmp_path: Path) -> None:
+    model: Any = _LooksAtRows()
+    with pytest.raises(FaceattrError, match="does not predict 'Eyes_visible'.*did you mean Eyes_Visible"):
+        explain_crop(model, _crop(), "Eyes_visible")
+    with pytest.raises(FaceattrError, match="--patch must be"):
+        explain_crop(model, _crop(), "Eyes_Visible", patch=2)
+    with pytest.raises(FaceattrError, match="--stride 1..patch"):
+        explain_crop(model, _crop(), "Eyes_Visible", patch=16, stride=17)
+    with pytest.raises(FaceattrError, match="aligned 178x218"):
+        explain_crop(model, np.zeros((100, 100, 3), np.uint8), "Eyes_Visible")
+    e = explain_crop(model, _crop(), "Eyes_Visible", patch=48, stride=48)
+    with pytest.raises(FaceattrError, match="ending in .png"):
+        save_explanation(e, tmp_path / "map.jpg")
+
+
+def test_shipped_model_reads_glasses_from_the_eyes_and_the_cap_from_above_them(default_model: Any, grace: Path) -> None:
+    glasses = explain(default_model, grace, "Eyeglasses", patch=32, stride=16)
+    assert glasses.probability > 0.9
+    assert glasses.regions["eyes and brows"] < 0.5  # hide the eyes and the glasses are gone
+    for far in ("hair and forehead", "mouth", "chin and jaw", "neck and clothing"):
+        assert glasses.regions[far] > 0.8, (far, glasses.regions)
+    row, _ = np.unravel_index(np.argmax(glasses.heatmap), glasses.heatmap.shape)
+    assert 80 <= row <= 140, row  # the strongest patch sits on the glasses (eyes at row 112)
+
+    hat = explain(default_model, grace, "Wearing_Hat", patch=48, stride=48)
+    assert hat.probability > 0.9
+    assert min(hat.regions, key=hat.regions.get) == "hair and forehead"  # type: ignore[arg-type]
+
+
+def test_no_face_and_a_missing_face_number(default_model: Any, grace: Path, tmp_path: Path) -> None:
+    noise = tmp_path / "noise.png"
+    Image.fromarray(noise_canvas(np.random.default_rng(0))).save(noise)
+    with pytest.raises(FaceattrError, match="no face found"):
+        explain(default_model, noise, "Male")
+    with pytest.raises(FaceattrError, match="--face 2 asked for, but only 1 face"):
+        explain(default_model, grace, "Male", face=2)
+    with pytest.raises(FaceattrError, match="did you mean Male"):
+        explain(default_model, grace, "Mael")
+
+
+def test_cli_json_and_png(default_model: Any, grace: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "map.png"
+    assert main(["explain", str(grace), "--attribute", "Eyeglasses", "--patch", "48", "--stride", "48",
+                 "--out", str(out), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)  # stdout holds the JSON and nothing else
+    assert doc["attribute"] == "Eyeglasses" and set(doc["regions"]) == set(REGIONS)
+    assert doc["regions"]["eyes and brows"] < 0.5 < doc["probability"]
+    with Image.open(out) as im:
+        assert im.format == "PNG" and im.width > 600
+    assert main(["explain", str(grace), "--attribute", "Eyeglases"]) == 2
+    assert "did you mean Eyeglasses" in capsys.readouterr().err
