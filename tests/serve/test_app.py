@@ -50,6 +50,36 @@ def test_health_info_page_static_and_docs(client: Any, indexed: tuple[Path, Path
     assert {"/predict", "/search", "/search/like", "/image/{face_id}", "/healthz"} <= set(paths)
 
 
+class _PredictOnly:
+    """The Predictor protocol and nothing more: no predict_aligned, so nothing to explain with."""
+
+    def __init__(self) -> None:
+        self._m = FakeModel()
+        self.name, self.attributes, self.thresholds, self.meta = self._m.name, self._m.attributes, self._m.thresholds, self._m.meta
+
+    def predict(self, image: Any, **kw: Any) -> Any:
+        return self._m.predict(image, **kw)
+
+    def predict_many(self, images: Any, **kw: Any) -> Any:
+        return self._m.predict_many(images, **kw)
+
+
+def test_explain_answers_4xx_or_501_not_a_crash(client: Any) -> None:
+    upload = {"file": ("a.png", image_bytes([0.9] * len(ATTRS), 1), "image/png")}
+    # The fake's faces carry no aligned crop: a clear 422, not a server error.
+    r = client.post("/explain", files=upload, data={"attribute": ATTRS[0]})
+    assert r.status_code == 422 and "without an aligned crop" in r.json()["detail"]
+    r = client.post("/explain", files=upload, data={"attribute": "Eyeglases"})
+    assert r.status_code == 400 and "did you mean Eyeglasses" in r.json()["detail"]
+    r = client.post("/explain", files=upload, data={"attribute": ATTRS[0], "patch": "4"})
+    assert r.status_code == 422  # below the 16-px minimum: refused by validation
+    from fastapi.testclient import TestClient
+
+    with TestClient(create_app(_PredictOnly())) as c:  # type: ignore[arg-type]
+        r = c.post("/explain", files=upload, data={"attribute": ATTRS[0]})
+    assert r.status_code == 501 and "cannot be explained" in r.json()["detail"]
+
+
 def test_predict_returns_the_models_faces_as_json(client: Any) -> None:
     probs = [0.9, 0.1, 0.8, 0.3, 0.6, 0.05]
     r = client.post("/predict", files={"file": ("me.png", image_bytes(probs, 2), "image/png")})

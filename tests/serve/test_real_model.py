@@ -75,6 +75,11 @@ def test_page_with_real_photos(browser_page: Any, default_model: Any, celeba_roo
         assert bars.count() == len(default_model.attributes)
         shown = [float(v.rstrip("%")) for v in page.locator(".face-card .bar .val").all_inner_texts()]
         assert shown == sorted(shown, reverse=True)
+        # Clicking a bar asks /explain and shows where the model looks for that attribute.
+        page.locator(".face-card .bar", has_text="Eyeglasses").click()
+        page.wait_for_selector(".face-card .explain img", timeout=60_000)
+        page.wait_for_function("() => { const i = document.querySelector('.face-card .explain img'); return i.complete && i.naturalWidth > 600; }")
+        assert "hiding the eyes and brows" in page.locator(".face-card .explain figcaption").inner_text()
         page.evaluate("window.scrollTo(0, 0)")
         page.screenshot(path=str(ARTIFACTS / "serve-real-predict.png"), full_page=True)
 
@@ -87,6 +92,29 @@ def test_page_with_real_photos(browser_page: Any, default_model: Any, celeba_roo
         page.evaluate("window.scrollTo(0, 0)")
         page.screenshot(path=str(ARTIFACTS / "serve-real-search.png"), full_page=True)
     assert errors == []
+
+
+def test_explain_a_portrait(default_model: Any) -> None:
+    import base64
+
+    from fastapi.testclient import TestClient
+
+    data = (SAMPLES / "grace_hopper.jpg").read_bytes()
+    upload = {"file": ("grace_hopper.jpg", data, "image/jpeg")}
+    with TestClient(create_app(default_model)) as c:
+        r = c.post("/explain", files=upload, data={"attribute": "Eyeglasses", "patch": "48", "stride": "48"})
+        assert r.status_code == 200, r.text
+        doc = r.json()
+        assert doc["face"] == 0 and doc["attribute"] == "Eyeglasses" and doc["probability"] > 0.9
+        assert doc["regions"]["eyes and brows"] < 0.5 < doc["regions"]["neck and clothing"]
+        head, b64 = doc["image"].split(",", 1)
+        assert head == "data:image/png;base64"
+        with Image.open(io.BytesIO(base64.b64decode(b64))) as im:
+            assert im.format == "PNG" and im.width > 600
+        r = c.post("/explain", files=upload, data={"attribute": "Eyeglases"})
+        assert r.status_code == 400 and "did you mean Eyeglasses" in r.json()["detail"]
+        r = c.post("/explain", files=upload, data={"attribute": "Male", "face": "1"})
+        assert r.status_code == 422 and "only 1 face" in r.json()["detail"]
 
 
 @pytest.mark.parametrize("size", [(1, 1), (3, 2), (17, 9), (2000, 4), (64, 64)])

@@ -21,6 +21,7 @@ OPERATIONS = [
     "GET /healthz",
     "GET /info",
     "POST /predict",
+    "POST /explain",
     "GET /search",
     "POST /search/like",
     "GET /image/{face_id}",

@@ -259,9 +259,7 @@ def _explain(args: argparse.Namespace) -> int:
     if args.out:
         save_explanation(e, args.out)
     if args.json:
-        json.dump({"image": args.image, "face": args.face, "attribute": e.attribute, "probability": round(e.probability, 6),
-                   "regions": {k: round(v, 6) for k, v in e.regions.items()}, "patch": e.patch, "stride": e.stride,
-                   "out": args.out}, sys.stdout, indent=2)
+        json.dump({"image": args.image, "face": args.face, **e.to_dict(), "out": args.out}, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
         print(f"{args.image}, face {args.face}: " + e.summary())

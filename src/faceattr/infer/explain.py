@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["REGIONS", "Explanation", "explain", "explain_crop", "save_explanation"]
+__all__ = ["REGIONS", "Explanation", "explain", "explain_crop", "render_explanation", "save_explanation"]
 
 ALIGNED_H, ALIGNED_W = 218, 178
 # Rows of the aligned frame, from the alignment template (eyes at y=112, nose tip 135, mouth
@@ -57,6 +57,11 @@ class Explanation:
     crop: np.ndarray  # uint8 [218, 178, 3], the aligned crop explained
     patch: int
     stride: int
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready figures (the crop and heat map are not included)."""
+        return {"attribute": self.attribute, "probability": round(self.probability, 6),
+                "regions": {k: round(v, 6) for k, v in self.regions.items()}, "patch": self.patch, "stride": self.stride}
 
     def summary(self) -> str:
         """One line per region, largest effect first."""
@@ -145,22 +150,23 @@ def explain(
     if len(faces) < face:
         raise FaceattrError(f"{name}: --face {face} asked for, but only {len(faces)} face(s) found")
     chosen = faces[face - 1]
-    if chosen.too_small or chosen.crop is None:
+    if getattr(chosen, "too_small", False):
         raise FaceattrError(f"{name}: face {face} is smaller than --min-face {min_face} px; it is not classified")
-    return explain_crop(model, chosen.crop, attribute, patch=patch, stride=stride)
+    crop = getattr(chosen, "crop", None)
+    if crop is None:
+        raise FaceattrError(f"{name}: face {face} came without an aligned crop, so it cannot be explained")
+    return explain_crop(model, crop, attribute, patch=patch, stride=stride)
 
 
-def save_explanation(e: Explanation, path: str | Path) -> Path:
-    """Write the crop, the heat map over it and the region table as one PNG (matplotlib)."""
+def render_explanation(e: Explanation) -> bytes:
+    """The crop, the heat map over it and the region table as one PNG image (matplotlib), as bytes."""
+    import io
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    out = Path(path)
-    if out.suffix.lower() != ".png":
-        raise FaceattrError(f"{out}: the explanation is written as a PNG; give a path ending in .png")
-    out.parent.mkdir(parents=True, exist_ok=True)
     lim = max(float(np.abs(e.heatmap).max()), 1e-6)
     fig, axes = plt.subplots(1, 3, figsize=(11, 4.4), gridspec_kw={"width_ratios": [1, 1.25, 1.5]}, layout="constrained")
     axes[0].imshow(e.crop)
@@ -180,8 +186,19 @@ def save_explanation(e: Explanation, path: str | Path) -> Path:
     axes[2].set_xlabel(f"p({e.attribute}) with the part hidden")
     axes[2].legend(loc="lower right", fontsize=8)
     fig.suptitle(f"{e.attribute}: where the model looks (occlusion)")
-    tmp = out.with_name(out.name + ".tmp")
-    fig.savefig(tmp, dpi=100, format="png")
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=100, format="png")
     plt.close(fig)
+    return buf.getvalue()
+
+
+def save_explanation(e: Explanation, path: str | Path) -> Path:
+    """Write `render_explanation(e)` to a .png path (atomically: a temp file, then a rename)."""
+    out = Path(path)
+    if out.suffix.lower() != ".png":
+        raise FaceattrError(f"{out}: the explanation is written as a PNG; give a path ending in .png")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_bytes(render_explanation(e))
     tmp.replace(out)
     return out

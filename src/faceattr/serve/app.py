@@ -6,6 +6,7 @@ Endpoints (OpenAPI docs at /docs and /redoc, with their scripts served locally):
     GET  /healthz             liveness: model name, index counts
     GET  /info                attributes, thresholds, limits and index status, for the page
     POST /predict             multipart `file` -> ImageResult.to_dict() plus the image's width/height
+    POST /explain             multipart `file`, `attribute` (+ face) -> occlusion figures and a PNG data URL
     GET  /search              ?where=Male=0 Eyeglasses=1&top=20 -> ranked faces from the index
     POST /search/like         multipart `file` (+ where, top, face) -> faces most like a face in the photo
     GET  /image/{face_id}     JPEG crop of an indexed face (?size=)
@@ -134,6 +135,26 @@ class _Service:
         with self.lock:
             return list(self.model.predict(rgb))
 
+    def explain(self, rgb: np.ndarray, attribute: str, face: int, patch: int = 32, stride: int = 16) -> dict[str, Any]:
+        """Occlusion explanation of one face (0 = the largest), its PNG inlined as a data URL."""
+        import base64
+
+        from faceattr.infer.explain import explain, render_explanation
+
+        if not hasattr(self.model, "predict_aligned"):
+            raise HTTPException(501, f"model '{self.model.name}' cannot classify aligned crops, so it cannot be explained")
+        if attribute not in self.model.attributes:
+            from faceattr.errors import did_you_mean
+
+            raise HTTPException(400, f"unknown attribute '{attribute}'{did_you_mean(attribute, self.model.attributes)}")
+        try:
+            with self.lock:
+                e = explain(self.model, rgb, attribute, face=face + 1, patch=patch, stride=stride)  # type: ignore[arg-type]
+        except FaceattrError as err:
+            raise HTTPException(422, str(err)) from None
+        png = base64.b64encode(render_explanation(e)).decode("ascii")
+        return {"face": face, **e.to_dict(), "image": f"data:image/png;base64,{png}"}
+
 
 def _decode_upload(data: bytes, max_pixels: int) -> np.ndarray:
     """Bytes of an uploaded file -> upright RGB array, or the HTTP error that explains why not."""
@@ -257,6 +278,18 @@ def create_app(
         name = Path(file.filename or "upload").name[:200]
         result = ImageResult(name, faces, grayscale=is_grayscale(rgb))
         return {**result.to_dict(), "width": int(rgb.shape[1]), "height": int(rgb.shape[0])}
+
+    @app.post("/explain", summary="Which parts of a face drive one attribute (occlusion), with a PNG of it")
+    async def explain(
+        file: Annotated[UploadFile, File(description="the photo")],
+        attribute: Annotated[str, Form(max_length=100, description="e.g. Male or Eyeglasses")],
+        face: Annotated[int, Form(ge=0, le=100, description="which face of the photo (order of /predict)")] = 0,
+        patch: Annotated[int, Form(ge=16, le=178, description="side of the sliding grey square, px of the 178x218 crop")] = 32,
+        stride: Annotated[int, Form(ge=8, le=178, description="step of the sliding square (at most the patch)")] = 16,
+    ) -> dict[str, Any]:
+        data = await _read_upload(file, max_upload_bytes)
+        rgb = await run_in_threadpool(_decode_upload, data, max_pixels)
+        return await run_in_threadpool(svc.explain, rgb, attribute, face, patch, stride)
 
     @app.get("/search", summary="Faces in the index that match attribute terms, best first")
     def search_get(

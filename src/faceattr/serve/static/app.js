@@ -148,13 +148,15 @@ function draw() {
   });
 }
 
-function bar(name, p, threshold) {
+function bar(name, p, threshold, onpick) {
   const on = p >= threshold;
   const fill = el("div", { class: "fill" });
   fill.style.width = pct(p);
   const tick = el("div", { class: "tick", title: `threshold ${threshold.toFixed(2)}` });
   tick.style.left = pct(threshold);
-  return el("div", { class: on ? "bar on" : "bar", title: `${name}: ${p.toFixed(3)}` },
+  const pick = (e) => { if (e.type === "click" || e.key === "Enter" || e.key === " ") { e.preventDefault(); onpick(name); } };
+  return el("div", { class: on ? "bar on" : "bar", title: `${name}: ${p.toFixed(3)} (click: which parts of the face drive it)`,
+    role: "button", tabindex: "0", onclick: pick, onkeydown: pick },
     el("span", { class: "name", text: pretty(name) }),
     el("div", { class: "track" }, fill, tick),
     el("span", { class: "val", text: pct(p) }));
@@ -186,7 +188,7 @@ function renderFaces() {
     } else {
       card.append(el("div", { class: "present" }, ...(f.present.length ? f.present.map((a) => el("span", { class: "chip", text: pretty(a) })) : [el("span", { class: "muted", text: "no attribute above its threshold" })])));
       const bars = el("div", { class: "bars" });
-      const shown = (n) => bars.replaceChildren(...entries.slice(0, n).map(([a, p]) => bar(a, p, thr[a] ?? 0.5)));
+      const shown = (n) => bars.replaceChildren(...entries.slice(0, n).map(([a, p]) => bar(a, p, thr[a] ?? 0.5, (name) => explainFace(i, name, card))));
       shown(BARS_SHOWN);
       card.append(bars);
       if (entries.length > BARS_SHOWN) {
@@ -201,6 +203,36 @@ function renderFaces() {
     return card;
   });
   box.replaceChildren(...cards);
+}
+
+// ---- explain ------------------------------------------------------------------------------------
+// Occlusion: the server greys out each part of the aligned face and reports how far the attribute moves.
+async function explainFace(face, name, card) {
+  if (!state.file) return;
+  let fig = card.querySelector(".explain");
+  if (!fig) {
+    // Above the bars, not under all 40 of them, so it shows where the click was.
+    fig = el("figure", { class: "explain" });
+    const bars = card.querySelector(".bars");
+    if (bars) bars.before(fig); else card.append(fig);
+  }
+  fig.replaceChildren(el("p", { class: "muted", text: `Hiding parts of face ${face + 1} to see what drives ${pretty(name)}...` }));
+  const form = new FormData();
+  form.append("file", state.file, state.file.name || "upload");
+  form.append("attribute", name);
+  form.append("face", String(face));
+  try {
+    const res = await api("/explain", { method: "POST", body: form });
+    const parts = Object.entries(res.regions).sort((a, b) => Math.abs(b[1] - res.probability) - Math.abs(a[1] - res.probability));
+    const [part, p] = parts[0];
+    fig.replaceChildren(
+      el("img", { src: res.image, alt: `where the model looks for ${pretty(name)}` }),
+      el("figcaption", { text: `${pretty(name)} ${pct(res.probability)}; the biggest change comes from hiding the ${part} (${pct(p)}).` }));
+    fig.scrollIntoView({ block: "nearest", behavior: "smooth" });
+  } catch (e) {
+    fig.remove();
+    toast(e.message);
+  }
 }
 
 // ---- search -------------------------------------------------------------------------------------
