@@ -2,8 +2,8 @@
 # Rebuild the shipped default model from scratch: train its three members, refine each on black-and-white
 # and low-resolution photos with swapped clothing, average each with its refined copy, ensemble the three, ship it.
 #   bash scripts/train_default.sh        (about 2.5 h on 2 idle CPU cores; re-run after a kill to resume)
-# Each member is an ordinary training run; a finished one (summary.json) is skipped, an interrupted
-# one (last.safetensors) resumes exactly.
+# Each member is an ordinary training run; a finished one (summary.json with status "done") is skipped,
+# an interrupted or failed one with a checkpoint (last.safetensors) resumes exactly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}

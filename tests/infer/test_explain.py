@@ -49,16 +49,21 @@ def test_regions_and_heatmap_follow_what_the_model_reads() -> None:
     # A 16x16 patch inside the band hides 256 of its 20x178 pixels: that is the drop at its centre.
     assert e.heatmap[110, 89] == pytest.approx(256 / (20 * 178), rel=0.2)
     assert e.heatmap.shape == (218, 178) and e.crop.shape == (218, 178, 3)
+    # Classified in chunks: chunk boundaries change nothing.
+    small = explain_crop(_LooksAtRows(), _crop(), "Eyes_Visible", patch=16, stride=8, batch_size=5)  # type: ignore[arg-type]
+    assert small.regions == e.regions and np.array_equal(small.heatmap, e.heatmap)
 
 
 def test_bad_requests_are_one_line_errors(tmp_path: Path) -> None:
     model: Any = _LooksAtRows()
     with pytest.raises(FaceattrError, match="does not predict 'Eyes_visible'.*did you mean Eyes_Visible"):
         explain_crop(model, _crop(), "Eyes_visible")
-    with pytest.raises(FaceattrError, match="--patch must be"):
+    with pytest.raises(FaceattrError, match="patch must be 8-178 px"):
         explain_crop(model, _crop(), "Eyes_Visible", patch=2)
-    with pytest.raises(FaceattrError, match="--stride 1..patch"):
+    with pytest.raises(FaceattrError, match="stride 4 px up to the patch"):
         explain_crop(model, _crop(), "Eyes_Visible", patch=16, stride=17)
+    with pytest.raises(FaceattrError, match="stride 4 px up to the patch"):
+        explain_crop(model, _crop(), "Eyes_Visible", patch=8, stride=1)  # 37,000 model runs: refused
     with pytest.raises(FaceattrError, match="aligned 178x218"):
         explain_crop(model, np.zeros((100, 100, 3), np.uint8), "Eyes_Visible")
     e = explain_crop(model, _crop(), "Eyes_Visible", patch=48, stride=48)
@@ -85,7 +90,7 @@ def test_no_face_and_a_missing_face_number(default_model: Any, grace: Path, tmp_
     Image.fromarray(noise_canvas(np.random.default_rng(0))).save(noise)
     with pytest.raises(FaceattrError, match="no face found"):
         explain(default_model, noise, "Male")
-    with pytest.raises(FaceattrError, match="--face 2 asked for, but only 1 face"):
+    with pytest.raises(FaceattrError, match="face 2 asked for, but only 1 face"):
         explain(default_model, grace, "Male", face=2)
     with pytest.raises(FaceattrError, match="did you mean Male"):
         explain(default_model, grace, "Mael")
@@ -102,3 +107,10 @@ def test_cli_json_and_png(default_model: Any, grace: Path, tmp_path: Path, capsy
         assert im.format == "PNG" and im.width > 600
     assert main(["explain", str(grace), "--attribute", "Eyeglases"]) == 2
     assert "did you mean Eyeglasses" in capsys.readouterr().err
+    # An --out that cannot be written is refused at once, in one line, before the model runs.
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    for bad, needle in ((blocker / "map.png", "is a file, not a folder"), (tmp_path / "map.jpg", "ending in .png")):
+        assert main(["explain", str(grace), "--attribute", "Male", "--out", str(bad)]) == 2
+        err = capsys.readouterr().err
+        assert needle in err and err.count("\n") == 1, err

@@ -113,8 +113,10 @@ def test_explain_a_portrait(default_model: Any) -> None:
             assert im.format == "PNG" and im.width > 600
         r = c.post("/explain", files=upload, data={"attribute": "Eyeglases"})
         assert r.status_code == 400 and "did you mean Eyeglasses" in r.json()["detail"]
-        r = c.post("/explain", files=upload, data={"attribute": "Male", "face": "1"})
-        assert r.status_code == 422 and "only 1 face" in r.json()["detail"]
+        r = c.post("/explain", files=upload, data={"attribute": "Male", "face": "1"})  # faces count from 0
+        assert r.status_code == 422 and "no face number 1 (1 found" in r.json()["detail"]
+        r = c.post("/explain", files=upload, data={"attribute": "Male", "patch": "16", "stride": "20"})
+        assert r.status_code == 422 and "up to the patch" in r.json()["detail"]
 
 
 @pytest.mark.parametrize("size", [(1, 1), (3, 2), (17, 9), (2000, 4), (64, 64)])

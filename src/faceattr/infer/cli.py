@@ -50,8 +50,8 @@ def register(subparsers: Any) -> None:
     x.add_argument("--json", action="store_true", help="print the figures as JSON to stdout and nothing else")
     x.add_argument("--model", default="default", help="shipped model name or checkpoint path (default: %(default)s)")
     x.add_argument("--backend", choices=("torch", "onnx"), default="torch", help="classifier runtime (default: %(default)s)")
-    x.add_argument("--patch", type=int, default=32, help="side of the sliding grey square, px of the 178x218 crop (default: %(default)s)")
-    x.add_argument("--stride", type=int, default=16, help="step of the sliding square, px (default: %(default)s)")
+    x.add_argument("--patch", type=int, default=32, help="side of the sliding grey square, 8-178 px of the 178x218 crop (default: %(default)s)")
+    x.add_argument("--stride", type=int, default=16, help="step of the sliding square, 4 px up to the patch (default: %(default)s)")
     x.add_argument("--min-face", type=int, default=24, help="smallest face box (px) to classify (default: %(default)s)")
     x.add_argument("--no-detect", action="store_true", help="take the whole image as one face (a tight face crop)")
     x.add_argument("--no-align", action="store_true", help="take the image as an already aligned 178x218 CelebA-style crop")
@@ -251,8 +251,10 @@ def _explain(args: argparse.Namespace) -> int:
     import sys
 
     from faceattr.infer import load
-    from faceattr.infer.explain import explain, save_explanation
+    from faceattr.infer.explain import check_output, explain, save_explanation
 
+    if args.out:
+        check_output(args.out)  # before the model runs, not after
     model = load(args.model, backend=args.backend)
     e = explain(model, args.image, args.attribute, face=args.face, detect=not args.no_detect, align=not args.no_align,
                 min_face=args.min_face, patch=args.patch, stride=args.stride)

@@ -30,7 +30,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["REGIONS", "Explanation", "explain", "explain_crop", "render_explanation", "save_explanation"]
+__all__ = ["REGIONS", "Explanation", "check_output", "explain", "explain_crop", "pick_face", "render_explanation",
+           "save_explanation"]
 
 ALIGNED_H, ALIGNED_W = 218, 178
 # Rows of the aligned frame, from the alignment template (eyes at y=112, nose tip 135, mouth
@@ -79,6 +80,9 @@ def _starts(size: int, patch: int, stride: int) -> list[int]:
     return starts
 
 
+MIN_PATCH, MIN_STRIDE = 8, 4  # finer grids cost thousands of model runs per face and show nothing new
+
+
 def explain_crop(
     model: AttributeModel,
     crop: np.ndarray | Image.Image,
@@ -88,42 +92,69 @@ def explain_crop(
     stride: int = 16,
     batch_size: int = 64,
 ) -> Explanation:
-    """Occlusion sensitivity of `attribute` on one aligned 178x218 crop (uint8 RGB array or PIL image)."""
+    """Occlusion sensitivity of `attribute` on one aligned 178x218 crop (uint8 RGB array or PIL image).
+
+    The occluded copies are built and classified `batch_size` at a time, so memory stays flat and a
+    caller can share the model between calls (serve locks `predict_aligned` per call).
+    """
     if attribute not in model.attributes:
         raise FaceattrError(f"model '{model.name}' does not predict '{attribute}'{did_you_mean(attribute, model.attributes)}")
-    if not 4 <= patch <= min(ALIGNED_H, ALIGNED_W) or not 1 <= stride <= patch:
-        raise FaceattrError(f"--patch must be 4-{min(ALIGNED_H, ALIGNED_W)} px and --stride 1..patch, got {patch} and {stride}")
+    if not MIN_PATCH <= patch <= ALIGNED_W or not MIN_STRIDE <= stride <= patch:
+        raise FaceattrError(f"patch must be {MIN_PATCH}-{ALIGNED_W} px and stride {MIN_STRIDE} px up to the patch, "
+                            f"got patch {patch} and stride {stride}")
     a = np.asarray(crop.convert("RGB") if isinstance(crop, Image.Image) else crop, dtype=np.uint8)
     if a.shape != (ALIGNED_H, ALIGNED_W, 3):
         raise FaceattrError(f"expected an aligned {ALIGNED_W}x{ALIGNED_H} RGB crop, got shape {a.shape}")
     j = model.attributes.index(attribute)
 
-    variants = [a]
-    for y0, y1 in REGIONS.values():
-        b = a.copy()
-        b[y0:y1] = GREY
-        variants.append(b)
+    # Every occluded copy as (row slice, column slice): first the bands, then the square's positions.
     ys, xs = _starts(ALIGNED_H, patch, stride), _starts(ALIGNED_W, patch, stride)
-    for y in ys:
-        for x in xs:
-            b = a.copy()
-            b[y : y + patch, x : x + patch] = GREY
-            variants.append(b)
-    probs = model.predict_aligned(np.stack(variants), batch_size=batch_size)[:, j]
-    base = float(probs[0])
-    regions = {name: float(p) for name, p in zip(REGIONS, probs[1 : 1 + len(REGIONS)])}
+    masks = [(slice(y0, y1), slice(None)) for y0, y1 in REGIONS.values()]
+    masks += [(slice(y, y + patch), slice(x, x + patch)) for y in ys for x in xs]
+    probs = [float(model.predict_aligned(a[None], batch_size=1)[0, j])]
+    for k in range(0, len(masks), batch_size):
+        chunk = np.repeat(a[None], len(masks[k : k + batch_size]), axis=0)
+        for b, m in zip(chunk, masks[k : k + batch_size]):
+            b[m] = GREY
+        probs.extend(float(p) for p in model.predict_aligned(chunk, batch_size=batch_size)[:, j])
+    base = probs[0]
+    regions = {name: probs[1 + i] for i, name in enumerate(REGIONS)}
 
     drop = np.zeros((ALIGNED_H, ALIGNED_W), np.float64)
     count = np.zeros((ALIGNED_H, ALIGNED_W), np.int32)
-    k = 1 + len(REGIONS)
-    for y in ys:
-        for x in xs:
-            drop[y : y + patch, x : x + patch] += base - float(probs[k])
-            count[y : y + patch, x : x + patch] += 1
-            k += 1
+    for m, p in zip(masks[len(REGIONS) :], probs[1 + len(REGIONS) :]):
+        drop[m] += base - p
+        count[m] += 1
     heat = (drop / np.maximum(count, 1)).astype(np.float32)
-    logger.debug("explained %s on %d occluded copies of the crop", attribute, len(variants) - 1)
+    logger.debug("explained %s on %d occluded copies of the crop", attribute, len(masks))
     return Explanation(attribute, base, regions, heat, a, patch, stride)
+
+
+def pick_face(
+    model: AttributeModel,
+    image: str | Path | Image.Image | np.ndarray,
+    face: int,
+    *,
+    detect: bool = True,
+    align: bool = True,
+    min_face: int = 24,
+) -> Image.Image:
+    """The aligned crop of face number `face` (1 = the largest) of a photo, or a one-line error."""
+    if face < 1:
+        raise FaceattrError(f"faces are numbered from 1 (the largest), got {face}")
+    faces = model.predict(image, detect=detect, align=align, max_faces=face, min_face=min_face)
+    name = image if isinstance(image, (str, Path)) else "the image"
+    if not faces:
+        raise FaceattrError(f"{name}: no face found (try --no-detect for a tight face crop)")
+    if len(faces) < face:
+        raise FaceattrError(f"{name}: face {face} asked for, but only {len(faces)} face(s) found")
+    chosen = faces[face - 1]
+    if getattr(chosen, "too_small", False):
+        raise FaceattrError(f"{name}: face {face} is smaller than the {min_face}-px minimum, so it is not classified")
+    crop = getattr(chosen, "crop", None)
+    if crop is None:
+        raise FaceattrError(f"{name}: face {face} came without an aligned crop, so it cannot be explained")
+    return crop
 
 
 def explain(
@@ -141,34 +172,25 @@ def explain(
     """Occlusion sensitivity of `attribute` for face number `face` (1 = largest) of a photo."""
     if attribute not in model.attributes:  # before detection: a typo should not cost a model run
         raise FaceattrError(f"model '{model.name}' does not predict '{attribute}'{did_you_mean(attribute, model.attributes)}")
-    if face < 1:
-        raise FaceattrError(f"--face counts from 1 (the largest face), got {face}")
-    faces = model.predict(image, detect=detect, align=align, max_faces=face, min_face=min_face)
-    name = image if isinstance(image, (str, Path)) else "the image"
-    if not faces:
-        raise FaceattrError(f"{name}: no face found (try --no-detect for a tight face crop)")
-    if len(faces) < face:
-        raise FaceattrError(f"{name}: --face {face} asked for, but only {len(faces)} face(s) found")
-    chosen = faces[face - 1]
-    if getattr(chosen, "too_small", False):
-        raise FaceattrError(f"{name}: face {face} is smaller than --min-face {min_face} px; it is not classified")
-    crop = getattr(chosen, "crop", None)
-    if crop is None:
-        raise FaceattrError(f"{name}: face {face} came without an aligned crop, so it cannot be explained")
+    crop = pick_face(model, image, face, detect=detect, align=align, min_face=min_face)
     return explain_crop(model, crop, attribute, patch=patch, stride=stride)
 
 
 def render_explanation(e: Explanation) -> bytes:
-    """The crop, the heat map over it and the region table as one PNG image (matplotlib), as bytes."""
+    """The crop, the heat map over it and the region table as one PNG image, as bytes.
+
+    matplotlib's object API on an Agg canvas, as in evaluate/report.py: no pyplot global state and no
+    backend switch, so it is safe in a notebook and in the server's worker threads.
+    """
     import io
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     lim = max(float(np.abs(e.heatmap).max()), 1e-6)
-    fig, axes = plt.subplots(1, 3, figsize=(11, 4.4), gridspec_kw={"width_ratios": [1, 1.25, 1.5]}, layout="constrained")
+    fig = Figure(figsize=(11, 4.4), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 3, gridspec_kw={"width_ratios": [1, 1.25, 1.5]})
     axes[0].imshow(e.crop)
     axes[0].set_title("aligned crop")
     axes[1].imshow(e.crop)
@@ -179,26 +201,35 @@ def render_explanation(e: Explanation) -> bytes:
         ax.set_xticks([])
         ax.set_yticks([])
     names = list(REGIONS)
-    values = [e.regions[n] for n in names]
-    axes[2].barh(names[::-1], values[::-1], color="#8da0cb")
-    axes[2].axvline(e.probability, color="k", linestyle="--", label=f"whole crop {e.probability:.3f}")
+    axes[2].barh(names[::-1], [e.regions[n] for n in names][::-1], color="#8da0cb")
+    axes[2].axvline(e.probability, color="k", linestyle="--")
     axes[2].set_xlim(0, 1)
-    axes[2].set_xlabel(f"p({e.attribute}) with the part hidden")
-    axes[2].legend(loc="lower right", fontsize=8)
+    axes[2].set_xlabel(f"p({e.attribute}) with the part hidden\n(dashed line: the whole crop, {e.probability:.3f})")
     fig.suptitle(f"{e.attribute}: where the model looks (occlusion)")
     buf = io.BytesIO()
-    fig.savefig(buf, dpi=100, format="png")
-    plt.close(fig)
+    fig.savefig(buf, format="png", facecolor="white")
     return buf.getvalue()
+
+
+def check_output(path: str | Path) -> Path:
+    """Refuse an output path that could not be written, before the work that fills it."""
+    out = Path(path)
+    if out.suffix.lower() != ".png":
+        raise FaceattrError(f"{out}: the explanation is written as a PNG; give a path ending in .png")
+    parent = next((q for q in [out.parent, *out.parent.parents] if q.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise FaceattrError(f"{out}: {parent} is a file, not a folder; choose another --out")
+    return out
 
 
 def save_explanation(e: Explanation, path: str | Path) -> Path:
     """Write `render_explanation(e)` to a .png path (atomically: a temp file, then a rename)."""
-    out = Path(path)
-    if out.suffix.lower() != ".png":
-        raise FaceattrError(f"{out}: the explanation is written as a PNG; give a path ending in .png")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = check_output(path)
     tmp = out.with_name(out.name + ".tmp")
-    tmp.write_bytes(render_explanation(e))
-    tmp.replace(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(render_explanation(e))
+        tmp.replace(out)
+    except OSError as err:
+        raise FaceattrError(f"cannot write {out} ({err.strerror or err}); choose another --out") from None
     return out

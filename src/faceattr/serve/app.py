@@ -136,10 +136,10 @@ class _Service:
             return list(self.model.predict(rgb))
 
     def explain(self, rgb: np.ndarray, attribute: str, face: int, patch: int = 32, stride: int = 16) -> dict[str, Any]:
-        """Occlusion explanation of one face (0 = the largest), its PNG inlined as a data URL."""
+        """Occlusion explanation of face `face` (0-based, /predict's order), its PNG inlined as a data URL."""
         import base64
 
-        from faceattr.infer.explain import explain, render_explanation
+        from faceattr.infer.explain import explain_crop, render_explanation
 
         if not hasattr(self.model, "predict_aligned"):
             raise HTTPException(501, f"model '{self.model.name}' cannot classify aligned crops, so it cannot be explained")
@@ -147,13 +147,33 @@ class _Service:
             from faceattr.errors import did_you_mean
 
             raise HTTPException(400, f"unknown attribute '{attribute}'{did_you_mean(attribute, self.model.attributes)}")
+        faces = self.predict(rgb)
+        if face >= len(faces):
+            raise HTTPException(422, f"the photo has no face number {face} ({len(faces)} found; faces count from 0, in /predict's order)")
+        if getattr(faces[face], "too_small", False):
+            raise HTTPException(422, f"face {face} is too small to classify, so it cannot be explained")
+        crop = getattr(faces[face], "crop", None)
+        if crop is None:
+            raise HTTPException(422, f"face {face} came without an aligned crop, so it cannot be explained")
         try:
-            with self.lock:
-                e = explain(self.model, rgb, attribute, face=face + 1, patch=patch, stride=stride)  # type: ignore[arg-type]
+            e = explain_crop(_LockedCrops(self.model, self.lock), crop, attribute, patch=patch, stride=stride)
         except FaceattrError as err:
             raise HTTPException(422, str(err)) from None
         png = base64.b64encode(render_explanation(e)).decode("ascii")
         return {"face": face, **e.to_dict(), "image": f"data:image/png;base64,{png}"}
+
+
+class _LockedCrops:
+    """The model's predict_aligned under the service lock, one call (one batch) at a time, so a long
+    explanation lets other requests in between its batches instead of holding the model throughout."""
+
+    def __init__(self, model: Any, lock: threading.Lock) -> None:
+        self.model, self.lock = model, lock
+        self.name, self.attributes = model.name, model.attributes
+
+    def predict_aligned(self, crops: np.ndarray, *, batch_size: int = 64) -> np.ndarray:
+        with self.lock:
+            return self.model.predict_aligned(crops, batch_size=batch_size)
 
 
 def _decode_upload(data: bytes, max_pixels: int) -> np.ndarray:

@@ -217,19 +217,26 @@ async function explainFace(face, name, card) {
     if (bars) bars.before(fig); else card.append(fig);
   }
   fig.replaceChildren(el("p", { class: "muted", text: `Hiding parts of face ${face + 1} to see what drives ${pretty(name)}...` }));
+  const ticket = String(Number(fig.dataset.ticket || 0) + 1);  // a later click wins over a slower earlier reply
+  fig.dataset.ticket = ticket;
   const form = new FormData();
   form.append("file", state.file, state.file.name || "upload");
   form.append("attribute", name);
   form.append("face", String(face));
   try {
     const res = await api("/explain", { method: "POST", body: form });
+    if (fig.dataset.ticket !== ticket) return;
     const parts = Object.entries(res.regions).sort((a, b) => Math.abs(b[1] - res.probability) - Math.abs(a[1] - res.probability));
     const [part, p] = parts[0];
+    // The figure is small in a card, so the band figures are also given as text.
+    const rows = parts.map(([n, q]) => el("tr", {}, el("td", { text: `hide ${n}` }), el("td", { class: "num", text: pct(q) })));
     fig.replaceChildren(
       el("img", { src: res.image, alt: `where the model looks for ${pretty(name)}` }),
-      el("figcaption", { text: `${pretty(name)} ${pct(res.probability)}; the biggest change comes from hiding the ${part} (${pct(p)}).` }));
+      el("figcaption", { text: `${pretty(name)} ${pct(res.probability)}; the biggest change comes from hiding the ${part} (${pct(p)}).` }),
+      el("table", { class: "regions" }, ...rows));
     fig.scrollIntoView({ block: "nearest", behavior: "smooth" });
   } catch (e) {
+    if (fig.dataset.ticket !== ticket) return;
     fig.remove();
     toast(e.message);
   }
