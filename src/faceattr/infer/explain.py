@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["REGIONS", "Explanation", "check_output", "explain", "explain_crop", "pick_face", "render_explanation",
+__all__ = ["REGIONS", "Explanation", "check_attribute", "check_output", "explain", "explain_crop", "pick_face", "render_explanation",
            "save_explanation"]
 
 ALIGNED_H, ALIGNED_W = 218, 178
@@ -72,6 +72,12 @@ class Explanation:
         return "\n".join(lines)
 
 
+def check_attribute(model: AttributeModel, attribute: str) -> None:
+    """A one-line error (with a suggestion) unless `model` predicts `attribute`."""
+    if attribute not in model.attributes:
+        raise FaceattrError(f"model '{model.name}' does not predict '{attribute}'{did_you_mean(attribute, model.attributes)}")
+
+
 def _starts(size: int, patch: int, stride: int) -> list[int]:
     """Patch origins covering [0, size) with the last patch flush with the edge."""
     starts = list(range(0, size - patch + 1, stride))
@@ -97,8 +103,7 @@ def explain_crop(
     The occluded copies are built and classified `batch_size` at a time, so memory stays flat and a
     caller can share the model between calls (serve locks `predict_aligned` per call).
     """
-    if attribute not in model.attributes:
-        raise FaceattrError(f"model '{model.name}' does not predict '{attribute}'{did_you_mean(attribute, model.attributes)}")
+    check_attribute(model, attribute)
     if not MIN_PATCH <= patch <= ALIGNED_W or not MIN_STRIDE <= stride <= patch:
         raise FaceattrError(f"patch must be {MIN_PATCH}-{ALIGNED_W} px and stride {MIN_STRIDE} px up to the patch, "
                             f"got patch {patch} and stride {stride}")
@@ -170,8 +175,7 @@ def explain(
     stride: int = 16,
 ) -> Explanation:
     """Occlusion sensitivity of `attribute` for face number `face` (1 = largest) of a photo."""
-    if attribute not in model.attributes:  # before detection: a typo should not cost a model run
-        raise FaceattrError(f"model '{model.name}' does not predict '{attribute}'{did_you_mean(attribute, model.attributes)}")
+    check_attribute(model, attribute)  # before detection: a typo should not cost a model run
     crop = pick_face(model, image, face, detect=detect, align=align, min_face=min_face)
     return explain_crop(model, crop, attribute, patch=patch, stride=stride)
 

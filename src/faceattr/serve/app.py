@@ -139,14 +139,11 @@ class _Service:
         """Occlusion explanation of face `face` (0-based, /predict's order), its PNG inlined as a data URL."""
         import base64
 
-        from faceattr.infer.explain import explain_crop, render_explanation
+        from faceattr.infer.explain import check_attribute, explain_crop, render_explanation
 
         if not hasattr(self.model, "predict_aligned"):
             raise HTTPException(501, f"model '{self.model.name}' cannot classify aligned crops, so it cannot be explained")
-        if attribute not in self.model.attributes:
-            from faceattr.errors import did_you_mean
-
-            raise HTTPException(400, f"unknown attribute '{attribute}'{did_you_mean(attribute, self.model.attributes)}")
+        check_attribute(self.model, attribute)  # type: ignore[arg-type]  # a FaceattrError: the app's handler answers 400
         faces = self.predict(rgb)
         if face >= len(faces):
             raise HTTPException(422, f"the photo has no face number {face} ({len(faces)} found; faces count from 0, in /predict's order)")
