@@ -18,7 +18,7 @@ from faceattr.evaluate.compare import compare_runs, render_markdown, write_compa
 
 def make_run(root: Path, name: str, *, f1: float, acc: float = 0.9, eval_ips: float = 100.0, params: int = 1000,
              train_s: float = 10.0, pretrained: bool = False, loss: str = "bce", status: str = "done",
-             smiling_f1: float = 0.5) -> Path:
+             smiling_f1: float = 0.5, image_size: tuple[int, int] = (128, 128)) -> Path:
     """A run folder with the three files `compare` reads."""
     d = root / name
     d.mkdir(parents=True)
@@ -26,7 +26,8 @@ def make_run(root: Path, name: str, *, f1: float, acc: float = 0.9, eval_ips: fl
                                "model": "celeb_cnn", "attributes": ["Smiling", "Male"],
                                "error": None if status == "done" else "RuntimeError: boom"}
     (d / "summary.json").write_text(json.dumps(summary))
-    (d / "config.toml").write_text(tomli_w.dumps({"loss": loss, "model": {"name": "celeb_cnn", "pretrained": pretrained}}))
+    (d / "config.toml").write_text(tomli_w.dumps({"loss": loss, "model": {"name": "celeb_cnn", "pretrained": pretrained,
+                                                                                "image_size": list(image_size)}}))
     if status == "done":
         per = {"Smiling": {"accuracy": acc, "precision": 0.6, "recall": 0.4, "f1": smiling_f1},
                "Male": {"accuracy": acc, "precision": 0.7, "recall": 0.8, "f1": 0.75}}
@@ -68,7 +69,7 @@ def test_best_per_column_and_a_clear_winner(tmp_path: Path) -> None:
 
 def test_ties_go_to_the_fastest_run(tmp_path: Path) -> None:
     slow = make_run(tmp_path, "slow", f1=0.802, eval_ips=100.0)
-    fast = make_run(tmp_path, "fast", f1=0.799, eval_ips=400.0)
+    fast = make_run(tmp_path, "fast", f1=0.799, eval_ips=400.0, params=250)
     far = make_run(tmp_path, "far", f1=0.70, eval_ips=9000.0)
     cmp = compare_runs([slow, fast, far], tie_tolerance=0.005)
     assert cmp.choice == "fast"
@@ -77,6 +78,22 @@ def test_ties_go_to_the_fastest_run(tmp_path: Path) -> None:
     assert compare_runs([slow, fast, far], tie_tolerance=0.0).choice == "slow"
     # Lower is better for Hamming loss.
     assert compare_runs([slow, far], metric="hamming_loss").best["hamming_loss"] == ["slow", "far"]
+
+
+def test_speed_only_breaks_ties_between_different_networks(tmp_path: Path) -> None:
+    # A data-size or seed sweep: one network, timings 15% apart by noise alone. The best score wins.
+    best = make_run(tmp_path, "n13274", f1=0.802, eval_ips=128.0)
+    same = make_run(tmp_path, "n6637", f1=0.799, eval_ips=142.0)
+    cmp = compare_runs([best, same], tie_tolerance=0.005)
+    assert cmp.choice == "n13274"
+    assert "same network at the same input size" in cmp.reason and "n6637 (0.7990)" in cmp.reason
+    # The same network at a smaller input is a real speed difference.
+    small = make_run(tmp_path, "small", f1=0.799, eval_ips=142.0, image_size=(96, 96))
+    assert compare_runs([best, small], tie_tolerance=0.005).choice == "small"
+    # Another network that is only a few per cent faster does not win on timing either.
+    near = make_run(tmp_path, "near", f1=0.799, eval_ips=135.0, params=900)
+    cmp = compare_runs([best, near], tie_tolerance=0.005)
+    assert cmp.choice == "n13274" and "none of them is at least 10% faster" in cmp.reason
 
 
 def test_runs_on_different_data_are_flagged(tmp_path: Path) -> None:

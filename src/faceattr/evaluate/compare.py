@@ -5,7 +5,11 @@ train time, images/s), ``config.toml`` (model, pretrained, loss) and ``eval.json
 JSON of `faceattr.evaluate.schema`). `compare_runs` reads them into one table, marks the best value
 of every column, and recommends the run with the best ``metric``; runs within ``tie_tolerance`` of
 the best count as tied and the tie goes to the fastest at inference (evaluation images/s), then the
-fastest to train, then the smallest. Runs that failed or were never evaluated are listed apart.
+fastest to train, then the smallest. Speed only breaks a tie between different networks (model,
+parameter count or input size) and only when it is at least `SPEED_MARGIN` faster than the best
+run: the same network at the same size runs at the same speed, and its measured images/s differ by
+timing noise alone (a data-size sweep, a seed or learning-rate grid). Runs that failed or were never
+evaluated are listed apart.
 
 A sweep folder given in place of run folders stands for every run in it. `write_comparison`
 writes ``compare.md``, ``compare.csv`` and ``compare.html``.
@@ -54,6 +58,9 @@ _LABELS = {
     "exact_match": "exact match",
     "hamming_loss": "Hamming loss",
 }
+# A tied run must be this much faster at inference than the best one to be chosen over it: a few
+# per cent is what timing the same network twice on a shared CPU gives.
+SPEED_MARGIN = 0.10
 _PER_ATTR = (("accuracy", "acc"), ("precision", "P"), ("recall", "R"), ("f1", "F1"))
 
 
@@ -143,6 +150,13 @@ def _expand(paths: Sequence[str | Path]) -> list[Path]:
     return out
 
 
+def _network(rec: RunRecord) -> tuple[str, str, str]:
+    """(model, parameter count, input size): two runs alike in all three run at the same speed."""
+    model = rec.config.get("model", {})
+    name = rec.summary.get("model") or model.get("name") or (rec.evaluation or {}).get("architecture")
+    return (str(name), str(rec.summary.get("params")), str(model.get("image_size")))
+
+
 def _treatment(rec: RunRecord) -> str:
     model = rec.config.get("model", {})
     start = "pretrained" if model.get("pretrained") else "scratch"
@@ -214,6 +228,8 @@ def compare_runs(
             "train_time_s": r.summary.get("train_time_s"),
             "train_images_per_s": r.summary.get("images_per_s"),
             "eval_images_per_s": ev.get("images_per_s"),
+            # Not a column: what decides inference speed, so that identical networks never win on timing noise.
+            "_network": _network(r),
         }
         for key in METRICS:
             row[key] = ev.get(key)
@@ -279,11 +295,22 @@ def _recommend(rows: list[dict[str, Any]], metric: str, tol: float) -> tuple[str
         return (ev_ips, tr_ips, -params, sign * r[metric])
 
     leader = max(scored, key=lambda r: sign * r[metric])
+    others = sorted((r for r in scored if r is not leader), key=lambda r: -sign * r[metric])
+    margin = f"; next best is {others[0]['run']} at {others[0][metric]:.4f}" if others else ""
     if len(tied) == 1:
-        others = sorted((r for r in scored if r is not leader), key=lambda r: -sign * r[metric])
-        margin = f"; next best is {others[0]['run']} at {others[0][metric]:.4f}" if others else ""
         return leader["run"], f"best {label} ({leader[metric]:.4f}){margin}"
-    pick = max(tied, key=speed_key)
+    rest = ", ".join(f"{r['run']} ({r[metric]:.4f})" for r in tied if r is not leader)
+    lead_ips = leader["eval_images_per_s"] if _is_num(leader.get("eval_images_per_s")) else None
+    # Only another network can be faster; the same one differs by timing noise.
+    faster = [r for r in tied if r is not leader and r.get("_network") != leader.get("_network")
+              and (lead_ips is None or (_is_num(r.get("eval_images_per_s"))
+                                        and r["eval_images_per_s"] >= lead_ips * (1 + SPEED_MARGIN)))]
+    if not faster:
+        same = all(r.get("_network") == leader.get("_network") for r in tied)
+        why = ("they are the same network at the same input size, so timing cannot separate them"
+               if same else f"none of them is at least {SPEED_MARGIN:.0%} faster at inference")
+        return leader["run"], f"best {label} ({leader[metric]:.4f}); tied within {tol} with {rest}, but {why}"
+    pick = max(faster, key=speed_key)
     rest = ", ".join(f"{r['run']} ({r[metric]:.4f})" for r in tied if r is not pick)
     speed = (f"{pick['eval_images_per_s']:.0f} images/s at inference" if _is_num(pick.get("eval_images_per_s"))
              else "the fastest")
