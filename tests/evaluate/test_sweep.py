@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from faceattr.config import config_to_dict, load_config
 from faceattr.errors import FaceattrError
 from faceattr.train.sweep import load_sweep, register, run_sweep
 
@@ -77,6 +78,17 @@ def test_shipped_example_grids_parse() -> None:
     assert [r.config.optim.lr for r in lr.runs] == [0.01, 0.005, 0.001]
     assert all(r.config.data.attributes == [] and r.config.model.pretrained for r in lr.runs)
     assert lr.out == Path("runs/sweep-lr")
+    # The learning curve is member 2's recipe (the model card's claim) with only the sample size changed.
+    curve = load_sweep(REPO / "configs/sweeps/learning_curve.toml")
+    assert [r.config.data.limit for r in curve.runs] == [1659, 3318, 6637, 0]
+    def recipe(cfg: object) -> dict[str, object]:
+        d = config_to_dict(cfg)
+        d.pop("out")
+        d["data"].pop("limit")
+        return d
+
+    member2 = recipe(load_config(REPO / "configs/candidates/mobilenet_v2_cached.toml"))
+    assert all(recipe(r.config) == member2 for r in curve.runs)
 
 
 def test_grid_product_overrides_and_bad_grids(tmp_path: Path) -> None:
