@@ -54,6 +54,41 @@ def test_regions_and_heatmap_follow_what_the_model_reads() -> None:
     assert small.regions == e.regions and np.array_equal(small.heatmap, e.heatmap)
 
 
+class _SoftRows(_LooksAtRows):
+    """The same reader with its answer kept inside (0.25, 0.75), so every log-odds stays finite."""
+
+    def predict_aligned(self, crops: np.ndarray, *, batch_size: int = 64) -> np.ndarray:
+        p = super().predict_aligned(crops, batch_size=batch_size)
+        p[:, 0] = 0.25 + 0.5 * p[:, 0]
+        return p
+
+
+def _logit(p: float) -> float:
+    return float(np.log(p / (1 - p)))
+
+
+def test_the_logit_scale_measures_the_same_drops_in_log_odds() -> None:
+    model: Any = _SoftRows()
+    prob = explain_crop(model, _crop(), "Eyes_Visible", patch=16, stride=16)
+    logit = explain_crop(model, _crop(), "Eyes_Visible", patch=16, stride=16, scale="logit")
+    assert logit.scale == "logit" and logit.regions == prob.regions and logit.probability == pytest.approx(0.75)
+    # Pixel (110, 8) lies under one 16-px tile only (rows 96-111, columns 0-15), so its heat is that
+    # tile's drop: in probability, and in log-odds of the same two probabilities.
+    hidden = prob.probability - float(prob.heatmap[110, 8])
+    assert hidden < 0.75
+    assert float(logit.heatmap[110, 8]) == pytest.approx(_logit(0.75) - _logit(hidden), rel=1e-4)
+    assert np.abs(logit.heatmap[:96]).max() == 0  # nothing the model reads, in either scale
+    doc = logit.to_dict()
+    assert doc["scale"] == "logit" and doc["logit"] == pytest.approx(_logit(0.75), abs=1e-4)
+    assert doc["region_logits"]["eyes and brows"] == pytest.approx(_logit(0.25), abs=1e-4)
+    assert "region_logits" not in prob.to_dict() and prob.to_dict()["scale"] == "probability"
+    lines = logit.summary().splitlines()
+    assert "(logit 1.10)" in lines[0] and lines[1].split()[:3] == ["eyes", "and", "brows"]
+    assert "(logit -2.20)" in lines[1]
+    with pytest.raises(FaceattrError, match="scale must be one of probability, logit"):
+        explain_crop(model, _crop(), "Eyes_Visible", scale="odds")
+
+
 def test_bad_requests_are_one_line_errors(tmp_path: Path) -> None:
     model: Any = _LooksAtRows()
     with pytest.raises(FaceattrError, match="does not predict 'Eyes_visible'.*did you mean Eyes_Visible"):
@@ -105,6 +140,13 @@ def test_cli_json_and_png(default_model: Any, grace: Path, tmp_path: Path, capsy
     assert doc["regions"]["eyes and brows"] < 0.5 < doc["probability"]
     with Image.open(out) as im:
         assert im.format == "PNG" and im.width > 600
+    # Log-odds: the same occlusions, each band's figure the log-odds of its probability.
+    assert main(["explain", str(grace), "--attribute", "Male", "--patch", "48", "--stride", "48", "--scale", "logit",
+                 "--json"]) == 0
+    male = json.loads(capsys.readouterr().out)
+    assert male["scale"] == "logit" and male["probability"] > 0.95
+    for name, p in male["regions"].items():
+        assert male["region_logits"][name] == pytest.approx(np.log(p / (1 - p)), abs=2e-3)
     assert main(["explain", str(grace), "--attribute", "Eyeglases"]) == 2
     assert "did you mean Eyeglasses" in capsys.readouterr().err
     # An --out that cannot be written is refused at once, in one line, before the model runs.

@@ -73,6 +73,8 @@ def test_explain_answers_4xx_or_501_not_a_crash(client: Any) -> None:
     assert r.status_code == 400 and "did you mean Eyeglasses" in r.json()["detail"]
     r = client.post("/explain", files=upload, data={"attribute": ATTRS[0], "patch": "4"})
     assert r.status_code == 422  # below the 16-px minimum: refused by validation
+    r = client.post("/explain", files=upload, data={"attribute": ATTRS[0], "scale": "odds"})
+    assert r.status_code == 422 and "probability" in r.text  # validation names the two scales
     from fastapi.testclient import TestClient
 
     with TestClient(create_app(_PredictOnly())) as c:  # type: ignore[arg-type]

@@ -111,6 +111,11 @@ def test_explain_a_portrait(default_model: Any) -> None:
         assert head == "data:image/png;base64"
         with Image.open(io.BytesIO(base64.b64decode(b64))) as im:
             assert im.format == "PNG" and im.width > 600
+        r = c.post("/explain", files=upload, data={"attribute": "Eyeglasses", "patch": "48", "stride": "48",
+                                                   "scale": "logit"})
+        logit = r.json()
+        assert r.status_code == 200 and logit["scale"] == "logit" and logit["regions"] == doc["regions"]
+        assert logit["region_logits"]["eyes and brows"] < 0 < logit["logit"]
         r = c.post("/explain", files=upload, data={"attribute": "Eyeglases"})
         assert r.status_code == 400 and "did you mean Eyeglasses" in r.json()["detail"]
         r = c.post("/explain", files=upload, data={"attribute": "Male", "face": "1"})  # faces count from 0

@@ -52,6 +52,9 @@ def register(subparsers: Any) -> None:
     x.add_argument("--backend", choices=("torch", "onnx"), default="torch", help="classifier runtime (default: %(default)s)")
     x.add_argument("--patch", type=int, default=32, help="side of the sliding grey square, 8-178 px of the 178x218 crop (default: %(default)s)")
     x.add_argument("--stride", type=int, default=16, help="step of the sliding square, 4 px up to the patch (default: %(default)s)")
+    x.add_argument("--scale", choices=("probability", "logit"), default="probability",
+                   help="measure the drops in probability or in log-odds, which shows more on a confident "
+                   "prediction (default: %(default)s)")
     x.add_argument("--min-face", type=int, default=24, help="smallest face box (px) to classify (default: %(default)s)")
     x.add_argument("--no-detect", action="store_true", help="take the whole image as one face (a tight face crop)")
     x.add_argument("--no-align", action="store_true", help="take the image as an already aligned 178x218 CelebA-style crop")
@@ -257,7 +260,7 @@ def _explain(args: argparse.Namespace) -> int:
         check_output(args.out)  # before the model runs, not after
     model = load(args.model, backend=args.backend)
     e = explain(model, args.image, args.attribute, face=args.face, detect=not args.no_detect, align=not args.no_align,
-                min_face=args.min_face, patch=args.patch, stride=args.stride)
+                min_face=args.min_face, patch=args.patch, stride=args.stride, scale=args.scale)
     if args.out:
         save_explanation(e, args.out)
     if args.json:

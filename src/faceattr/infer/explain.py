@@ -9,6 +9,10 @@ probability moves. Two views of the same idea (Zeiler & Fergus 2014):
 - a sliding square patch: for every pixel, the mean probability drop over the patches covering it;
   positive where the region supports the attribute, negative where it argues against it.
 
+`scale="logit"` measures the same drops in log-odds. A confident prediction (p = 0.995) barely
+moves in probability even where the model's evidence falls a lot: from 0.995 to 0.95 is a drop of
+0.045 in probability and of 2.3 in logit. The logit view shows where that evidence sits.
+
 Occlusion asks a model about images it never saw in training (grey squares), so read the map as
 where the model looks, not as a causal account of the face.
 """
@@ -30,7 +34,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["REGIONS", "Explanation", "check_attribute", "check_output", "explain", "explain_crop", "pick_face", "render_explanation",
+__all__ = ["REGIONS", "SCALES", "Explanation", "check_attribute", "check_output", "explain", "explain_crop", "pick_face", "render_explanation",
            "save_explanation"]
 
 ALIGNED_H, ALIGNED_W = 218, 178
@@ -45,6 +49,13 @@ REGIONS: dict[str, tuple[int, int]] = {
     "neck and clothing": (188, 218),
 }
 GREY = 128
+SCALES = ("probability", "logit")
+
+
+def _logit(p: np.ndarray | float) -> np.ndarray:
+    """log(p / (1 - p)), with p clipped so that 0 and 1 stay finite."""
+    q = np.clip(np.asarray(p, dtype=np.float64), 1e-7, 1 - 1e-7)
+    return np.log(q / (1 - q))
 
 
 @dataclass
@@ -54,21 +65,35 @@ class Explanation:
     attribute: str
     probability: float  # on the unaltered crop
     regions: dict[str, float]  # band name -> the probability with that band greyed out
-    heatmap: np.ndarray  # float32 [218, 178]: mean probability drop when a patch covers the pixel
+    heatmap: np.ndarray  # float32 [218, 178]: mean drop (in `scale`) when a patch covers the pixel
     crop: np.ndarray  # uint8 [218, 178, 3], the aligned crop explained
     patch: int
     stride: int
+    scale: str = "probability"  # what the heat map's drops are measured in: probability | logit
+
+    def value(self, p: float) -> float:
+        """A probability in this explanation's scale."""
+        return float(_logit(p)) if self.scale == "logit" else p
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready figures (the crop and heat map are not included)."""
-        return {"attribute": self.attribute, "probability": round(self.probability, 6),
-                "regions": {k: round(v, 6) for k, v in self.regions.items()}, "patch": self.patch, "stride": self.stride}
+        doc: dict[str, object] = {
+            "attribute": self.attribute, "probability": round(self.probability, 6),
+            "regions": {k: round(v, 6) for k, v in self.regions.items()}, "patch": self.patch, "stride": self.stride,
+            "scale": self.scale}
+        if self.scale == "logit":
+            doc["logit"] = round(self.value(self.probability), 4)
+            doc["region_logits"] = {k: round(self.value(v), 4) for k, v in self.regions.items()}
+        return doc
 
     def summary(self) -> str:
         """One line per region, largest effect first."""
-        lines = [f"{self.attribute} {self.probability:.3f} on the whole crop; with one part hidden:"]
-        for name, p in sorted(self.regions.items(), key=lambda kv: -abs(kv[1] - self.probability)):
-            lines.append(f"  {name:<18} {p:.3f}  ({p - self.probability:+.3f})")
+        base = self.value(self.probability)
+        logit = f" (logit {base:.2f})" if self.scale == "logit" else ""
+        lines = [f"{self.attribute} {self.probability:.3f}{logit} on the whole crop; with one part hidden:"]
+        for name, p in sorted(self.regions.items(), key=lambda kv: -abs(self.value(kv[1]) - base)):
+            change = self.value(p) - base
+            lines.append(f"  {name:<18} {p:.3f}  ({'logit ' if logit else ''}{change:+.{2 if logit else 3}f})")
         return "\n".join(lines)
 
 
@@ -97,6 +122,7 @@ def explain_crop(
     patch: int = 32,
     stride: int = 16,
     batch_size: int = 64,
+    scale: str = "probability",
 ) -> Explanation:
     """Occlusion sensitivity of `attribute` on one aligned 178x218 crop (uint8 RGB array or PIL image).
 
@@ -104,6 +130,8 @@ def explain_crop(
     caller can share the model between calls (serve locks `predict_aligned` per call).
     """
     check_attribute(model, attribute)
+    if scale not in SCALES:
+        raise FaceattrError(f"scale must be one of {', '.join(SCALES)}, got '{scale}'")
     if not MIN_PATCH <= patch <= ALIGNED_W or not MIN_STRIDE <= stride <= patch:
         raise FaceattrError(f"patch must be {MIN_PATCH}-{ALIGNED_W} px and stride {MIN_STRIDE} px up to the patch, "
                             f"got patch {patch} and stride {stride}")
@@ -122,17 +150,17 @@ def explain_crop(
         for b, m in zip(chunk, masks[k : k + batch_size]):
             b[m] = GREY
         probs.extend(float(p) for p in model.predict_aligned(chunk, batch_size=batch_size)[:, j])
-    base = probs[0]
     regions = {name: probs[1 + i] for i, name in enumerate(REGIONS)}
+    values = _logit(probs) if scale == "logit" else np.asarray(probs, dtype=np.float64)
 
     drop = np.zeros((ALIGNED_H, ALIGNED_W), np.float64)
     count = np.zeros((ALIGNED_H, ALIGNED_W), np.int32)
-    for m, p in zip(masks[len(REGIONS) :], probs[1 + len(REGIONS) :]):
-        drop[m] += base - p
+    for m, v in zip(masks[len(REGIONS) :], values[1 + len(REGIONS) :], strict=True):
+        drop[m] += values[0] - v
         count[m] += 1
     heat = (drop / np.maximum(count, 1)).astype(np.float32)
     logger.debug("explained %s on %d occluded copies of the crop", attribute, len(masks))
-    return Explanation(attribute, base, regions, heat, a, patch, stride)
+    return Explanation(attribute, probs[0], regions, heat, a, patch, stride, scale)
 
 
 def pick_face(
@@ -173,11 +201,14 @@ def explain(
     min_face: int = 24,
     patch: int = 32,
     stride: int = 16,
+    scale: str = "probability",
 ) -> Explanation:
     """Occlusion sensitivity of `attribute` for face number `face` (1 = largest) of a photo."""
     check_attribute(model, attribute)  # before detection: a typo should not cost a model run
+    if scale not in SCALES:
+        raise FaceattrError(f"scale must be one of {', '.join(SCALES)}, got '{scale}'")
     crop = pick_face(model, image, face, detect=detect, align=align, min_face=min_face)
-    return explain_crop(model, crop, attribute, patch=patch, stride=stride)
+    return explain_crop(model, crop, attribute, patch=patch, stride=stride, scale=scale)
 
 
 def render_explanation(e: Explanation) -> bytes:
@@ -200,15 +231,20 @@ def render_explanation(e: Explanation) -> bytes:
     axes[1].imshow(e.crop)
     im = axes[1].imshow(e.heatmap, cmap="RdBu_r", vmin=-lim, vmax=lim, alpha=0.55)
     axes[1].set_title(f"hiding a {e.patch}px square")
-    fig.colorbar(im, ax=axes[1], fraction=0.05, label=f"drop in p({e.attribute})")
+    unit = f"logit p({e.attribute})" if e.scale == "logit" else f"p({e.attribute})"
+    fig.colorbar(im, ax=axes[1], fraction=0.05, label=f"drop in {unit}")
     for ax in axes[:2]:
         ax.set_xticks([])
         ax.set_yticks([])
     names = list(REGIONS)
-    axes[2].barh(names[::-1], [e.regions[n] for n in names][::-1], color="#8da0cb")
-    axes[2].axvline(e.probability, color="k", linestyle="--")
-    axes[2].set_xlim(0, 1)
-    axes[2].set_xlabel(f"p({e.attribute}) with the part hidden\n(dashed line: the whole crop, {e.probability:.3f})")
+    axes[2].barh(names[::-1], [e.value(e.regions[n]) for n in names][::-1], color="#8da0cb")
+    base = e.value(e.probability)
+    axes[2].axvline(base, color="k", linestyle="--")
+    if e.scale == "logit":
+        axes[2].axvline(0, color="0.6", linewidth=0.8)  # p = 0.5
+    else:
+        axes[2].set_xlim(0, 1)
+    axes[2].set_xlabel(f"{unit} with the part hidden\n(dashed line: the whole crop, {base:.3f})")
     fig.suptitle(f"{e.attribute}: where the model looks (occlusion)")
     buf = io.BytesIO()
     fig.savefig(buf, format="png", facecolor="white")

@@ -6,7 +6,7 @@ Endpoints (OpenAPI docs at /docs and /redoc, with their scripts served locally):
     GET  /healthz             liveness: model name, index counts
     GET  /info                attributes, thresholds, limits and index status, for the page
     POST /predict             multipart `file` -> ImageResult.to_dict() plus the image's width/height
-    POST /explain             multipart `file`, `attribute` (+ face) -> occlusion figures and a PNG data URL
+    POST /explain             multipart `file`, `attribute` (+ face, scale) -> occlusion figures and a PNG data URL
     GET  /search              ?where=Male=0 Eyeglasses=1&top=20 -> ranked faces from the index
     POST /search/like         multipart `file` (+ where, top, face) -> faces most like a face in the photo
     GET  /image/{face_id}     JPEG crop of an indexed face (?size=)
@@ -26,7 +26,7 @@ import logging
 import threading
 import warnings
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
@@ -135,7 +135,8 @@ class _Service:
         with self.lock:
             return list(self.model.predict(rgb))
 
-    def explain(self, rgb: np.ndarray, attribute: str, face: int, patch: int = 32, stride: int = 16) -> dict[str, Any]:
+    def explain(self, rgb: np.ndarray, attribute: str, face: int, patch: int = 32, stride: int = 16,
+                scale: str = "probability") -> dict[str, Any]:
         """Occlusion explanation of face `face` (0-based, /predict's order), its PNG inlined as a data URL."""
         import base64
 
@@ -153,7 +154,7 @@ class _Service:
         if crop is None:
             raise HTTPException(422, f"face {face} came without an aligned crop, so it cannot be explained")
         try:
-            e = explain_crop(_LockedCrops(self.model, self.lock), crop, attribute, patch=patch, stride=stride)
+            e = explain_crop(_LockedCrops(self.model, self.lock), crop, attribute, patch=patch, stride=stride, scale=scale)
         except FaceattrError as err:
             raise HTTPException(422, str(err)) from None
         png = base64.b64encode(render_explanation(e)).decode("ascii")
@@ -303,10 +304,12 @@ def create_app(
         face: Annotated[int, Form(ge=0, le=100, description="which face of the photo (order of /predict)")] = 0,
         patch: Annotated[int, Form(ge=16, le=178, description="side of the sliding grey square, px of the 178x218 crop")] = 32,
         stride: Annotated[int, Form(ge=8, le=178, description="step of the sliding square (at most the patch)")] = 16,
+        scale: Annotated[Literal["probability", "logit"],
+                         Form(description="drops in probability, or in log-odds (shows more on a confident prediction)")] = "probability",
     ) -> dict[str, Any]:
         data = await _read_upload(file, max_upload_bytes)
         rgb = await run_in_threadpool(_decode_upload, data, max_pixels)
-        return await run_in_threadpool(svc.explain, rgb, attribute, face, patch, stride)
+        return await run_in_threadpool(svc.explain, rgb, attribute, face, patch, stride, scale)
 
     @app.get("/search", summary="Faces in the index that match attribute terms, best first")
     def search_get(
