@@ -76,10 +76,17 @@ def test_page_with_real_photos(browser_page: Any, default_model: Any, celeba_roo
         shown = [float(v.rstrip("%")) for v in page.locator(".face-card .bar .val").all_inner_texts()]
         assert shown == sorted(shown, reverse=True)
         # Clicking a bar asks /explain and shows where the model looks for that attribute.
-        page.locator(".face-card .bar", has_text="Eyeglasses").click()
+        with page.expect_response(lambda r: r.url.endswith("/explain"), timeout=60_000) as reply:
+            page.locator(".face-card .bar", has_text="Eyeglasses").click()
         page.wait_for_selector(".face-card .explain img", timeout=60_000)
         page.wait_for_function("() => { const i = document.querySelector('.face-card .explain img'); return i.complete && i.naturalWidth > 600; }")
         assert "hiding the eyes and brows" in page.locator(".face-card .explain figcaption").inner_text()
+        # The page asks for log-odds and lists the parts by how far each moves them.
+        doc = reply.value.json()
+        assert doc["scale"] == "logit"
+        by_logit = sorted(doc["regions"], key=lambda n: -abs(doc["region_logits"][n] - doc["logit"]))
+        listed = [t.removeprefix("hide ") for t in page.locator(".face-card .explain table td:first-child").all_inner_texts()]
+        assert listed == by_logit
         page.evaluate("window.scrollTo(0, 0)")
         page.screenshot(path=str(ARTIFACTS / "serve-real-predict.png"), full_page=True)
 

@@ -223,10 +223,13 @@ async function explainFace(face, name, card) {
   form.append("file", state.file, state.file.name || "upload");
   form.append("attribute", name);
   form.append("face", String(face));
+  // Log-odds: on a confident prediction (99.5%) probabilities hardly move even where the evidence does.
+  form.append("scale", "logit");
   try {
     const res = await api("/explain", { method: "POST", body: form });
     if (fig.dataset.ticket !== ticket) return;
-    const parts = Object.entries(res.regions).sort((a, b) => Math.abs(b[1] - res.probability) - Math.abs(a[1] - res.probability));
+    const moved = (n) => Math.abs(res.region_logits[n] - res.logit);
+    const parts = Object.entries(res.regions).sort((a, b) => moved(b[0]) - moved(a[0]));
     const [part, p] = parts[0];
     // The figure is small in a card, so the band figures are also given as text.
     const rows = parts.map(([n, q]) => el("tr", {}, el("td", { text: `hide ${n}` }), el("td", { class: "num", text: pct(q) })));
