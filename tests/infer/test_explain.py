@@ -78,7 +78,7 @@ def test_the_logit_scale_measures_the_same_drops_in_log_odds() -> None:
     assert hidden < 0.75
     assert float(logit.heatmap[110, 8]) == pytest.approx(_logit(0.75) - _logit(hidden), rel=1e-4)
     assert np.abs(logit.heatmap[:96]).max() == 0  # nothing the model reads, in either scale
-    doc = logit.to_dict()
+    doc: dict[str, Any] = logit.to_dict()
     assert doc["scale"] == "logit" and doc["logit"] == pytest.approx(_logit(0.75), abs=1e-4)
     assert doc["region_logits"]["eyes and brows"] == pytest.approx(_logit(0.25), abs=1e-4)
     assert "region_logits" not in prob.to_dict() and prob.to_dict()["scale"] == "probability"

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 from PIL import Image
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["REGIONS", "SCALES", "Explanation", "check_attribute", "check_output", "explain", "explain_crop", "pick_face", "render_explanation",
+__all__ = ["REGIONS", "SCALES", "CropClassifier", "Explanation", "check_attribute", "check_output", "explain", "explain_crop", "pick_face", "render_explanation",
            "save_explanation"]
 
 ALIGNED_H, ALIGNED_W = 218, 178
@@ -49,6 +49,19 @@ REGIONS: dict[str, tuple[int, int]] = {
     "neck and clothing": (188, 218),
 }
 GREY = 128
+
+
+class CropClassifier(Protocol):
+    """What explaining needs of a model: its name, attribute names and probabilities for aligned crops."""
+
+    name: str
+    attributes: list[str]
+
+    def predict_aligned(self, crops: np.ndarray, *, batch_size: int = 64) -> np.ndarray:
+        """Probabilities [N, attributes] for uint8 aligned crops [N, 218, 178, 3]."""
+        ...
+
+
 SCALES = ("probability", "logit")
 
 
@@ -97,7 +110,7 @@ class Explanation:
         return "\n".join(lines)
 
 
-def check_attribute(model: AttributeModel, attribute: str) -> None:
+def check_attribute(model: CropClassifier, attribute: str) -> None:
     """A one-line error (with a suggestion) unless `model` predicts `attribute`."""
     if attribute not in model.attributes:
         raise FaceattrError(f"model '{model.name}' does not predict '{attribute}'{did_you_mean(attribute, model.attributes)}")
@@ -115,7 +128,7 @@ MIN_PATCH, MIN_STRIDE = 8, 4  # finer grids cost thousands of model runs per fac
 
 
 def explain_crop(
-    model: AttributeModel,
+    model: CropClassifier,
     crop: np.ndarray | Image.Image,
     attribute: str,
     *,
@@ -151,7 +164,7 @@ def explain_crop(
             b[m] = GREY
         probs.extend(float(p) for p in model.predict_aligned(chunk, batch_size=batch_size)[:, j])
     regions = {name: probs[1 + i] for i, name in enumerate(REGIONS)}
-    values = _logit(probs) if scale == "logit" else np.asarray(probs, dtype=np.float64)
+    values = _logit(np.asarray(probs)) if scale == "logit" else np.asarray(probs, dtype=np.float64)
 
     drop = np.zeros((ALIGNED_H, ALIGNED_W), np.float64)
     count = np.zeros((ALIGNED_H, ALIGNED_W), np.int32)
