@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +95,20 @@ def test_speed_only_breaks_ties_between_different_networks(tmp_path: Path) -> No
     near = make_run(tmp_path, "near", f1=0.799, eval_ips=135.0, params=900)
     cmp = compare_runs([best, near], tie_tolerance=0.005)
     assert cmp.choice == "n13274" and "none of them is at least 10% faster" in cmp.reason
+    # Without the best run's own speed there is nothing to be faster than, whatever the others record.
+    unknown = make_run(tmp_path, "unknown", f1=0.802, params=900)
+    doc = json.loads((unknown / "eval.json").read_text())
+    del doc["images_per_s"]
+    (unknown / "eval.json").write_text(json.dumps(doc))
+    slow_other = make_run(tmp_path, "slow_other", f1=0.799, eval_ips=1.0, params=250)
+    cmp = compare_runs([unknown, slow_other, small], tie_tolerance=0.005)
+    assert cmp.choice == "unknown" and "inference speed was not recorded" in cmp.reason
+    # A run that leaves the input size out is not thereby a different network.
+    bare = make_run(tmp_path, "bare", f1=0.799, eval_ips=142.0)
+    cfg = tomllib.loads((bare / "config.toml").read_text())
+    del cfg["model"]["image_size"]
+    (bare / "config.toml").write_text(tomli_w.dumps(cfg))
+    assert compare_runs([best, bare], tie_tolerance=0.005).choice == "n13274"
 
 
 def test_runs_on_different_data_are_flagged(tmp_path: Path) -> None:

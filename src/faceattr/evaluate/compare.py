@@ -4,12 +4,13 @@ A run folder is what `faceattr train` / `faceattr sweep` writes: ``summary.json`
 train time, images/s), ``config.toml`` (model, pretrained, loss) and ``eval.json`` (the evaluation
 JSON of `faceattr.evaluate.schema`). `compare_runs` reads them into one table, marks the best value
 of every column, and recommends the run with the best ``metric``; runs within ``tie_tolerance`` of
-the best count as tied and the tie goes to the fastest at inference (evaluation images/s), then the
-fastest to train, then the smallest. Speed only breaks a tie between different networks (model,
-parameter count or input size) and only when it is at least `SPEED_MARGIN` faster than the best
-run: the same network at the same size runs at the same speed, and its measured images/s differ by
-timing noise alone (a data-size sweep, a seed or learning-rate grid). Runs that failed or were never
-evaluated are listed apart.
+the best count as tied. A tied run takes the choice from the best-scoring one only if it is a
+different network (model, parameter count or input size, where both runs record them) and at least
+`SPEED_MARGIN` faster at inference (evaluation images/s); among such runs the fastest wins, then the
+fastest to train, then the smallest. The same network at the same size runs at the same speed, and
+its measured images/s differ by timing noise alone (a data-size sweep, a seed or learning-rate
+grid); a best run with no recorded speed keeps the choice. Runs that failed or were never evaluated
+are listed apart.
 
 A sweep folder given in place of run folders stands for every run in it. `write_comparison`
 writes ``compare.md``, ``compare.csv`` and ``compare.html``.
@@ -150,11 +151,17 @@ def _expand(paths: Sequence[str | Path]) -> list[Path]:
     return out
 
 
-def _network(rec: RunRecord) -> tuple[str, str, str]:
-    """(model, parameter count, input size): two runs alike in all three run at the same speed."""
+def _network(rec: RunRecord) -> tuple[Any, Any, Any]:
+    """(model, parameter count, input size), None where the run does not record one."""
     model = rec.config.get("model", {})
     name = rec.summary.get("model") or model.get("name") or (rec.evaluation or {}).get("architecture")
-    return (str(name), str(rec.summary.get("params")), str(model.get("image_size")))
+    size = model.get("image_size")
+    return (name, rec.summary.get("params"), tuple(size) if isinstance(size, list) else size)
+
+
+def _other_network(a: tuple[Any, Any, Any], b: tuple[Any, Any, Any]) -> bool:
+    """True when two runs are known to differ in model, parameter count or input size."""
+    return any(x is not None and y is not None and x != y for x, y in zip(a, b, strict=True))
 
 
 def _treatment(rec: RunRecord) -> str:
@@ -279,7 +286,8 @@ def _noise_note(rows: list[dict[str, Any]], metric: str, n_images: int) -> str |
 
 
 def _recommend(rows: list[dict[str, Any]], metric: str, tol: float) -> tuple[str, str]:
-    """Pick the run with the best `metric`; ties (within `tol`) go to inference speed, training speed, size."""
+    """Pick the run with the best `metric`; a tied run (within `tol`) takes it only as another network
+    at least SPEED_MARGIN faster at inference (then training speed, then size decide among those)."""
     label = _LABELS[metric]
     scored = [r for r in rows if _is_num(r.get(metric))]
     if not scored:
@@ -301,14 +309,18 @@ def _recommend(rows: list[dict[str, Any]], metric: str, tol: float) -> tuple[str
         return leader["run"], f"best {label} ({leader[metric]:.4f}){margin}"
     rest = ", ".join(f"{r['run']} ({r[metric]:.4f})" for r in tied if r is not leader)
     lead_ips = leader["eval_images_per_s"] if _is_num(leader.get("eval_images_per_s")) else None
-    # Only another network can be faster; the same one differs by timing noise.
-    faster = [r for r in tied if r is not leader and r.get("_network") != leader.get("_network")
-              and (lead_ips is None or (_is_num(r.get("eval_images_per_s"))
-                                        and r["eval_images_per_s"] >= lead_ips * (1 + SPEED_MARGIN)))]
+    # Only another network can be faster; the same one differs by timing noise. Without the best
+    # run's own speed there is nothing to be faster than.
+    faster = [r for r in tied if r is not leader and lead_ips is not None and _is_num(r.get("eval_images_per_s"))
+              and _other_network(r["_network"], leader["_network"])
+              and r["eval_images_per_s"] >= lead_ips * (1 + SPEED_MARGIN)]
     if not faster:
-        same = all(r.get("_network") == leader.get("_network") for r in tied)
-        why = ("they are the same network at the same input size, so timing cannot separate them"
-               if same else f"none of them is at least {SPEED_MARGIN:.0%} faster at inference")
+        same = not any(_other_network(r["_network"], leader["_network"]) for r in tied)
+        known = all(v is not None for r in tied for v in r["_network"])
+        same_net = "the same network at the same input size" + ("" if known else " as far as the runs record")
+        why = (f"they are {same_net}, so timing cannot separate them" if same
+               else "its inference speed was not recorded" if lead_ips is None
+               else f"none of them is at least {SPEED_MARGIN:.0%} faster at inference")
         return leader["run"], f"best {label} ({leader[metric]:.4f}); tied within {tol} with {rest}, but {why}"
     pick = max(faster, key=speed_key)
     rest = ", ".join(f"{r['run']} ({r[metric]:.4f})" for r in tied if r is not pick)
