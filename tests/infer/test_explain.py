@@ -55,7 +55,7 @@ def test_regions_and_heatmap_follow_what_the_model_reads() -> None:
 
 
 class _SoftRows(_LooksAtRows):
-    """The same reader with its answer kept inside (0.25, 0.75), so every log-odds stays finite."""
+    """The same reader with its answer kept in [0.25, 0.75], so no log-odds is clipped."""
 
     def predict_aligned(self, crops: np.ndarray, *, batch_size: int = 64) -> np.ndarray:
         p = super().predict_aligned(crops, batch_size=batch_size)
@@ -71,7 +71,7 @@ def test_the_logit_scale_measures_the_same_drops_in_log_odds() -> None:
     model: Any = _SoftRows()
     prob = explain_crop(model, _crop(), "Eyes_Visible", patch=16, stride=16)
     logit = explain_crop(model, _crop(), "Eyes_Visible", patch=16, stride=16, scale="logit")
-    assert logit.scale == "logit" and logit.regions == prob.regions and logit.probability == pytest.approx(0.75)
+    assert logit.scale == "logit" and logit.probability == pytest.approx(0.75)
     # Pixel (110, 8) lies under one 16-px tile only (rows 96-111, columns 0-15), so its heat is that
     # tile's drop: in probability, and in log-odds of the same two probabilities.
     hidden = prob.probability - float(prob.heatmap[110, 8])
@@ -87,6 +87,21 @@ def test_the_logit_scale_measures_the_same_drops_in_log_odds() -> None:
     assert "(logit -2.20)" in lines[1]
     with pytest.raises(FaceattrError, match="scale must be one of probability, logit"):
         explain_crop(model, _crop(), "Eyes_Visible", scale="odds")
+    # Probabilities of exactly 1 and 0 (the hard reader): clipped log-odds, finite, valid JSON.
+    hard = explain_crop(_LooksAtRows(), _crop(), "Eyes_Visible", patch=48, stride=48, scale="logit")  # type: ignore[arg-type]
+    assert np.isfinite(hard.heatmap).all() and hard.heatmap.max() > 0
+    doc = json.loads(json.dumps(hard.to_dict(), allow_nan=False))
+    assert doc["logit"] == pytest.approx(16.118, abs=1e-3) and doc["region_logits"]["eyes and brows"] == pytest.approx(-16.118, abs=1e-3)
+
+
+class _Broken(_LooksAtRows):
+    def predict_aligned(self, crops: np.ndarray, *, batch_size: int = 64) -> np.ndarray:
+        return np.full((len(crops), 2), np.nan, np.float32)
+
+
+def test_a_model_that_returns_nan_is_a_one_line_error() -> None:
+    with pytest.raises(FaceattrError, match="non-finite probabilities for 'Eyes_Visible'"):
+        explain_crop(_Broken(), _crop(), "Eyes_Visible", patch=48, stride=48)  # type: ignore[arg-type]
 
 
 def test_bad_requests_are_one_line_errors(tmp_path: Path) -> None:

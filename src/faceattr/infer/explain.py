@@ -11,7 +11,8 @@ probability moves. Two views of the same idea (Zeiler & Fergus 2014):
 
 `scale="logit"` measures the same drops in log-odds. A confident prediction (p = 0.995) barely
 moves in probability even where the model's evidence falls a lot: from 0.995 to 0.95 is a drop of
-0.045 in probability and of 2.3 in logit. The logit view shows where that evidence sits.
+0.045 in probability and of 2.3 in logit. The logit view shows where that evidence sits. The
+log-odds come from the probabilities, clipped to [1e-7, 1 - 1e-7], so they stop at about +-16.1.
 
 Occlusion asks a model about images it never saw in training (grey squares), so read the map as
 where the model looks, not as a causal account of the face.
@@ -163,6 +164,9 @@ def explain_crop(
         for b, m in zip(chunk, masks[k : k + batch_size]):
             b[m] = GREY
         probs.extend(float(p) for p in model.predict_aligned(chunk, batch_size=batch_size)[:, j])
+    if not np.isfinite(probs).all():
+        raise FaceattrError(f"model '{model.name}' returned non-finite probabilities for '{attribute}'; "
+                            "check the checkpoint (e.g. with faceattr evaluate)")
     regions = {name: probs[1 + i] for i, name in enumerate(REGIONS)}
     values = _logit(np.asarray(probs)) if scale == "logit" else np.asarray(probs, dtype=np.float64)
 
