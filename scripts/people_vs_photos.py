@@ -71,11 +71,12 @@ def main() -> None:
     if n > len(people):
         raise SystemExit(f"{n} images in the first set but only {len(people)} people for the second; lower --per-person")
     wide = np.array([rng.choice(np.flatnonzero(ids == p)) for p in rng.choice(people, n, replace=False)])
-    sets = {f"{args.per_person}_photos_each": photos, "1_photo_each": wide}
+    # Folder names carry the set's size too, so runs with another --per-person never reuse these.
+    sets = {f"{args.per_person}_photos_each": photos, f"1_photo_each_n{n}": wide}
     holdout_names = list(hold.filenames)
 
     print(f"holdout: {len(hold)} images of {len(set(hold.identities))} people; recipe {RECIPE.name}, seed {cfg.seed}")
-    print(f"{'set':<16} {'images':>6} {'people':>6} {'mean_acc':>9} {'mean_bal':>9} {'Male':>7} {'exact5':>7}")
+    print(f"{'set':<18} {'images':>6} {'people':>6} {'mean_acc':>9} {'mean_bal':>9} {'Male':>7} {'exact5':>7}")
     for name, rows in sets.items():
         root = write_root(args.out / name / "data", args.data_root, sorted(names[rows].tolist() + holdout_names))
         run = args.out / name / "run"
@@ -87,7 +88,7 @@ def main() -> None:
         cols = [ev.attributes.index(a) for a in FIVE]
         exact5 = float(np.all(pred[:, cols] == truth[:, cols], axis=1).mean())
         r = ev.result
-        print(f"{name:<16} {len(rows):>6} {len(set(ids[rows])):>6} {r['mean_accuracy']:>9.4f} "
+        print(f"{name:<18} {len(rows):>6} {len(set(ids[rows])):>6} {r['mean_accuracy']:>9.4f} "
               f"{r['mean_balanced_accuracy']:>9.4f} {r['per_attribute']['Male']['accuracy']:>7.4f} {exact5:>7.4f}")
 
 
