@@ -61,10 +61,12 @@ def main() -> None:
     ap.add_argument("--at", type=int, default=162_770,
                     help="also print the fitted figures at this many images (default: CelebA's whole train partition)")
     args = ap.parse_args()
-    runs = sorted((p.parent for p in args.sweep.glob("*/best.safetensors")), key=lambda r: train_images(r, args.data_root))
-    if len(runs) < 2:
-        sys.exit(f"{args.sweep}: need at least two finished runs, found {len(runs)}")
-    ns = np.array([train_images(r, args.data_root) for r in runs], dtype=np.float64)
+    # Each run's size once (the whole-split run loads the split to count it), then sorted by it.
+    sized = sorted((train_images(p.parent, args.data_root), p.parent) for p in args.sweep.glob("*/best.safetensors"))
+    if len(sized) < 2:
+        sys.exit(f"{args.sweep}: need at least two finished runs, found {len(sized)}")
+    ns = np.array([n for n, _ in sized], dtype=np.float64)
+    runs = [r for _, r in sized]
     rows = [figures(r, args.data_root, args.split) for r in runs]
     print(f"{args.split} split, threshold 0.5; one run per size (seed 0)")
     print(f"{'run':<10} {'images':>7} " + " ".join(f"{k:>9}" for k in TARGETS))

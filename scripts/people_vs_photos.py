@@ -19,13 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
+# This folder's learning_curve.py: the same four figures, computed one way for both scripts.
+from learning_curve import TARGETS, figures
+
 from faceattr.config import load_config
 from faceattr.data import load_celeba
-from faceattr.evaluate import EvalConfig, evaluate_model
 from faceattr.train import fit
 
 RECIPE = Path(__file__).resolve().parent.parent / "configs/candidates/mobilenet_v2_cached.toml"
-FIVE = ["Male", "Smiling", "Eyeglasses", "Blond_Hair", "Young"]
 
 
 def write_root(root: Path, src: Path, names: list[str]) -> Path:
@@ -76,20 +77,14 @@ def main() -> None:
     holdout_names = list(hold.filenames)
 
     print(f"holdout: {len(hold)} images of {len(set(hold.identities))} people; recipe {RECIPE.name}, seed {cfg.seed}")
-    print(f"{'set':<18} {'images':>6} {'people':>6} {'mean_acc':>9} {'mean_bal':>9} {'Male':>7} {'exact5':>7}")
+    print(f"{'set':<18} {'images':>6} {'people':>6} " + " ".join(f"{k:>9}" for k in TARGETS))
     for name, rows in sets.items():
         root = write_root(args.out / name / "data", args.data_root, sorted(names[rows].tolist() + holdout_names))
         run = args.out / name / "run"
         if not (run / "best.safetensors").is_file():
             fit(load_config(RECIPE, {"data.root": str(root), "out": str(run), "progress": "false"}))
-        ev = evaluate_model(EvalConfig(model=str(run), data_root=str(args.data_root), split="holdout", subgroups=[],
-                                       progress=False))
-        pred, truth = ev.probs >= 0.5, ev.labels >= 0.5
-        cols = [ev.attributes.index(a) for a in FIVE]
-        exact5 = float(np.all(pred[:, cols] == truth[:, cols], axis=1).mean())
-        r = ev.result
-        print(f"{name:<18} {len(rows):>6} {len(set(ids[rows])):>6} {r['mean_accuracy']:>9.4f} "
-              f"{r['mean_balanced_accuracy']:>9.4f} {r['per_attribute']['Male']['accuracy']:>7.4f} {exact5:>7.4f}")
+        row = figures(run, str(args.data_root), "holdout")
+        print(f"{name:<18} {len(rows):>6} {len(set(ids[rows])):>6} " + " ".join(f"{row[k]:>9.4f}" for k in TARGETS))
 
 
 if __name__ == "__main__":
