@@ -128,6 +128,16 @@ def _starts(size: int, patch: int, stride: int) -> list[int]:
 MIN_PATCH, MIN_STRIDE = 8, 4  # finer grids cost thousands of model runs per face and show nothing new
 
 
+def _check_request(model: CropClassifier, attribute: str, patch: int, stride: int, scale: str) -> None:
+    """Every argument check of an explanation, as one-line errors, before any model run."""
+    check_attribute(model, attribute)
+    if scale not in SCALES:
+        raise FaceattrError(f"scale must be one of {', '.join(SCALES)}, got '{scale}'")
+    if not MIN_PATCH <= patch <= ALIGNED_W or not MIN_STRIDE <= stride <= patch:
+        raise FaceattrError(f"patch must be {MIN_PATCH}-{ALIGNED_W} px and stride {MIN_STRIDE} px up to the patch, "
+                            f"got patch {patch} and stride {stride}")
+
+
 def explain_crop(
     model: CropClassifier,
     crop: np.ndarray | Image.Image,
@@ -143,12 +153,7 @@ def explain_crop(
     The occluded copies are built and classified `batch_size` at a time, so memory stays flat and a
     caller can share the model between calls (serve locks `predict_aligned` per call).
     """
-    check_attribute(model, attribute)
-    if scale not in SCALES:
-        raise FaceattrError(f"scale must be one of {', '.join(SCALES)}, got '{scale}'")
-    if not MIN_PATCH <= patch <= ALIGNED_W or not MIN_STRIDE <= stride <= patch:
-        raise FaceattrError(f"patch must be {MIN_PATCH}-{ALIGNED_W} px and stride {MIN_STRIDE} px up to the patch, "
-                            f"got patch {patch} and stride {stride}")
+    _check_request(model, attribute, patch, stride, scale)
     a = np.asarray(crop.convert("RGB") if isinstance(crop, Image.Image) else crop, dtype=np.uint8)
     if a.shape != (ALIGNED_H, ALIGNED_W, 3):
         raise FaceattrError(f"expected an aligned {ALIGNED_W}x{ALIGNED_H} RGB crop, got shape {a.shape}")
@@ -221,9 +226,7 @@ def explain(
     scale: str = "probability",
 ) -> Explanation:
     """Occlusion sensitivity of `attribute` for face number `face` (1 = largest) of a photo."""
-    check_attribute(model, attribute)  # before detection: a typo should not cost a model run
-    if scale not in SCALES:
-        raise FaceattrError(f"scale must be one of {', '.join(SCALES)}, got '{scale}'")
+    _check_request(model, attribute, patch, stride, scale)  # before detection: a typo should not cost a model run
     crop = pick_face(model, image, face, detect=detect, align=align, min_face=min_face)
     return explain_crop(model, crop, attribute, patch=patch, stride=stride, scale=scale)
 
