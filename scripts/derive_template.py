@@ -6,6 +6,10 @@ the largest face per image and averages its 5 landmarks and its box in the 178x2
 constants to paste into align.py, plus a check that re-aligning the crops gives nearly the identity.
 
     python scripts/derive_template.py --celeba ../shared/celeba --n 2000
+    python scripts/derive_template.py --utkface ../shared/utkface --n 1500   # UTK_TEMPLATE in data/utkface.py
+
+With --utkface it measures the 200x200 UTKFace chips instead and prints UTK_TEMPLATE, plus where the
+chip lands in CelebA's frame when mapped onto TEMPLATE.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     """Measure the template and print it as Python constants."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--celeba", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared" / "celeba")
+    parser.add_argument("--utkface", type=Path, default=None, help="measure UTKFace chips (folder holding UTKFace/)")
     parser.add_argument("--n", type=int, default=2000, help="number of images (a seeded random sample)")
     parser.add_argument("--pad", type=int, default=32, help="canvas padding on each side, px")
     parser.add_argument("--min-score", type=float, default=0.7)
@@ -33,9 +38,15 @@ def main(argv: list[str] | None = None) -> int:
     from faceattr.infer.align import similarity_transform, transform_params
     from faceattr.infer.detect import FaceDetector
 
-    files = sorted((args.celeba / "img_align_celeba").glob("*.jpg"))
+    if args.utkface is not None:
+        from faceattr.data.utkface import find_utk_images
+
+        folder = find_utk_images(args.utkface)
+        files = sorted(folder.glob("*.jpg")) if folder else []
+    else:
+        files = sorted((args.celeba / "img_align_celeba").glob("*.jpg"))
     if not files:
-        print(f"no images under {args.celeba / 'img_align_celeba'}", file=sys.stderr)
+        print(f"no images under {args.utkface or args.celeba / 'img_align_celeba'}", file=sys.stderr)
         return 1
     rng = np.random.default_rng(args.seed)
     pick = sorted(rng.choice(len(files), size=min(args.n, len(files)), replace=False))
@@ -64,6 +75,17 @@ def main(argv: list[str] | None = None) -> int:
     # Identity check: each crop's own similarity onto the template should be close to identity.
     params = np.array([transform_params(similarity_transform(p, template)) for p in lms_a])
     date = dt.date.today().isoformat()
+    if args.utkface is not None:
+        from faceattr.data.geometry import TEMPLATE
+
+        m = similarity_transform(template, TEMPLATE)
+        corners = np.array([[0, 0, 1], [200, 0, 1], [0, 200, 1], [200, 200, 1]], dtype=np.float64) @ m.T
+        print(f"# {len(lms_a)} of {len(pick)} chips used ({missed} without a face at score >= {args.min_score}), {date}")
+        print(f"# per-point std (px): {np.round(lms_a.std(0).mean(1), 2).tolist()}; mean points scaled by {1 / raw_scale:.4f}")
+        print("# chip -> CelebA frame: scale %.4f, rotation %.2f deg; corners land at %s"
+              % (*transform_params(m)[:2], np.round(corners, 1).tolist()))
+        print("UTK_TEMPLATE = np.array(\n    [%s], dtype=np.float64\n)" % ", ".join(f"[{x:.2f}, {y:.2f}]" for x, y in template))
+        return 0
     print(f"# {len(lms_a)} of {len(pick)} images used ({missed} without a face at score >= {args.min_score}), {date}")
     print(f"# per-point std (px): {np.round(lms_a.std(0).mean(1), 2).tolist()}; mean points scaled by {1 / raw_scale:.4f}")
     print(

@@ -10,6 +10,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("FACEATTR_SHARED", REPO.parent / "shared"))
 CELEBA = SHARED / "celeba"
+UTKFACE = SHARED / "utkface"
 TORCH_HOME = SHARED / "weights" / "torch_home"
 
 
@@ -34,6 +35,14 @@ def celeba_root() -> Path:
     if not (CELEBA / "list_attr_celeba.txt").is_file() or not (CELEBA / "img_align_celeba").is_dir():
         pytest.skip(f"real CelebA subset not found at {CELEBA} (set FACEATTR_SHARED to the folder holding celeba/)")
     return CELEBA
+
+
+@pytest.fixture(scope="session")
+def utkface_root() -> Path:
+    """The real UTKFace subset (official UTKFace/ folder); tests that need it skip when it is absent."""
+    if not (UTKFACE / "UTKFace").is_dir():
+        pytest.skip(f"real UTKFace subset not found at {UTKFACE} (set FACEATTR_SHARED to the folder holding utkface/)")
+    return UTKFACE
 
 
 @pytest.fixture(scope="session")

@@ -25,9 +25,9 @@ def _counting_decode(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     calls: list[Path] = []
     real = cache_mod._decode_one
 
-    def counting(path: Path, pre: Preprocess) -> np.ndarray:
+    def counting(path: Path, pre: Preprocess, frame: object = None) -> np.ndarray:
         calls.append(path)
-        return real(path, pre)
+        return real(path, pre, frame)
 
     monkeypatch.setattr(cache_mod, "_decode_one", counting)
     return calls

@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from PIL import Image, ImageFile
@@ -36,6 +36,19 @@ from faceattr.errors import FaceattrError
 __all__ = ["FORMAT_VERSION", "CacheEntry", "ImageCache", "build_cache", "default_cache_dir", "list_caches", "remove_caches"]
 
 logger = logging.getLogger(__name__)
+
+class Frame(Protocol):
+    """Decodes an image that is not a CelebA-aligned crop into that framing, then prepares it."""
+
+    @property
+    def key(self) -> str:
+        """A stable description of the framing, part of the cache key."""
+        ...
+
+    def __call__(self, img: Image.Image, pre: Preprocess) -> np.ndarray:
+        """Opened image -> model input uint8 [H, W, 3]."""
+        ...
+
 
 # Bump when decoding or resizing changes what a cached row holds; old files are then ignored.
 FORMAT_VERSION = 1
@@ -62,10 +75,13 @@ def default_cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "faceattr"
 
 
-def _cache_key(paths: Sequence[Path], pre: Preprocess) -> str:
+def _cache_key(paths: Sequence[Path], pre: Preprocess, frame: Frame | None = None) -> str:
     """Hash of everything that decides the cached pixels (normalisation is applied later, so not mean/std)."""
     h = hashlib.sha256()
-    h.update(json.dumps({"v": FORMAT_VERSION, "size": pre.size, "crop": pre.crop, "n": len(paths)}).encode())
+    head = {"v": FORMAT_VERSION, "size": pre.size, "crop": pre.crop, "n": len(paths)}
+    if frame is not None:  # only when set, so the keys (and files) of plain caches stay as they were
+        head["frame"] = frame.key
+    h.update(json.dumps(head).encode())
     for p in paths:
         try:
             st = os.stat(p)
@@ -76,19 +92,20 @@ def _cache_key(paths: Sequence[Path], pre: Preprocess) -> str:
     return h.hexdigest()
 
 
-def _decode_one(path: Path, pre: Preprocess) -> np.ndarray:
+def _decode_one(path: Path, pre: Preprocess, frame: Frame | None = None) -> np.ndarray:
     """Decode and prepare one image file (raises on unreadable, corrupt or truncated files)."""
     with Image.open(path) as img:
-        return prepare_image(img, pre)
+        return prepare_image(img, pre) if frame is None else frame(img, pre)
 
 
-def _decode_chunk(target: str, shape: tuple[int, ...], pre: Preprocess, items: list[tuple[int, str]]) -> list[Any]:
+def _decode_chunk(target: str, shape: tuple[int, ...], pre: Preprocess, items: list[tuple[int, str]],
+                  frame: Frame | None = None) -> list[Any]:
     """Decode `items` (row, path) into the memmap at `target`; return [(row, reason)] for failures."""
     rows = np.memmap(target, dtype=np.uint8, mode="r+", shape=shape)
     failed: list[tuple[int, str]] = []
     for i, p in items:
         try:
-            rows[i] = _decode_one(Path(p), pre)
+            rows[i] = _decode_one(Path(p), pre, frame)
         except Exception as e:  # noqa: BLE001 - any undecodable file is marked invalid, never fatal
             failed.append((i, f"{type(e).__name__}: {e}"))
     rows.flush()
@@ -236,17 +253,19 @@ def build_cache(
     cache_dir: str | Path | None = None,
     workers: int = 0,
     progress: bool = True,
+    frame: Frame | None = None,
 ) -> ImageCache:
     """Decode and resize every image once into a memory-mapped uint8 file; reopen it when it exists.
 
     `workers` processes decode in parallel (0: one per CPU core). Unreadable, corrupt or truncated
     files do not stop the build: their rows stay zero, `valid` is False there, and one warning names them.
+    `frame` decodes images that are not CelebA-aligned crops into that framing (e.g. UTKFace chips).
     """
     paths = [Path(p) for p in paths]
     folder = Path(cache_dir).expanduser() if cache_dir not in (None, "") else default_cache_dir()
     height, width = pre.size
     shape = (len(paths), height, width, 3)
-    key = _cache_key(paths, pre)
+    key = _cache_key(paths, pre, frame)
     stem = f"images-{height}x{width}-n{len(paths)}-{key[:20]}"
     data_path, meta_path = folder / f"{stem}.u8", folder / f"{stem}.json"
     if not paths:
@@ -271,7 +290,7 @@ def build_cache(
 
     workers = workers if workers > 0 else (os.cpu_count() or 1)
     tasks = [
-        (None, shape, pre, [(i, str(paths[i])) for i in range(start, min(start + _CHUNK, len(paths)))])
+        (None, shape, pre, [(i, str(paths[i])) for i in range(start, min(start + _CHUNK, len(paths)))], frame)
         for start in range(0, len(paths), _CHUNK)
     ]
     workers = min(workers, len(tasks))

@@ -1,0 +1,231 @@
+"""UTKFace: ordinary people aged 1-116 with gender, age and race in the file names.
+
+The official "Aligned & Cropped Faces" folder holds ``AGE_GENDER_RACE_DATETIME.jpg.chip.jpg`` files
+(200x200 tight chips, GENDER 0 = male, RACE 0-4 = White, Black, Asian, Indian, Others). The data has
+no identities and no official split; images of one person were collected in a row, so near-duplicates
+sit next to each other in DATETIME order. `load_utkface` therefore splits by blocks of consecutive
+DATETIME, seeded, so that a person's run of photos stays on one side.
+
+The chips are framed much tighter than CelebA's aligned crops, and `predict` aligns faces in photos to
+CelebA's frame. For training, `ChipFrame` places each chip in that frame with one fixed similarity:
+YuNet's mean landmarks on UTKFace chips (`UTK_TEMPLATE`) onto CelebA's `TEMPLATE`. What falls outside
+the chip is filled by edge replication, exactly as `predict` fills it when it aligns a chip.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from faceattr.data.geometry import FRAME_SIZE, TEMPLATE, similarity_transform, warp_to_frame
+from faceattr.data.transforms import Preprocess, prepare_image
+from faceattr.errors import FaceattrError, did_you_mean
+
+__all__ = [
+    "RACES",
+    "AGE_BANDS",
+    "UTK_TEMPLATE",
+    "UTK_SPLITS",
+    "UtkSplit",
+    "ChipFrame",
+    "parse_utk_name",
+    "age_band",
+    "is_utkface",
+    "find_utk_images",
+    "load_utkface",
+]
+
+logger = logging.getLogger(__name__)
+
+RACES = ("White", "Black", "Asian", "Indian", "Others")
+# (label, lowest age, first age of the next band)
+AGE_BANDS = (("under 15", 0, 15), ("15-29", 15, 30), ("30-49", 30, 50), ("50-69", 50, 70), ("70+", 70, 1000))
+UTK_SPLITS = ("train", "valid", "test", "all")
+
+# Mean YuNet landmarks (right eye, left eye, nose, right and left mouth corner) on 200x200 UTKFace
+# chips: 1,500 chips of shared/utkface (seeded sample), padded 32 px by edge replication, all found at
+# score >= 0.7, points scaled about their centroid so the median fitted scale is 1 (as for CelebA's
+# TEMPLATE). Per-point spread 4-6 px: the chips are aligned, so one fixed map serves them all.
+# Measured 2026-12-06 with scripts/derive_template.py --utkface.
+UTK_TEMPLATE = np.array(
+    [[57.37, 56.65], [135.27, 56.58], [94.86, 101.78], [63.75, 136.26], [129.74, 135.89]], dtype=np.float64
+)
+
+# AGE_GENDER_RACE_DATETIME.jpg.chip.jpg; official names also have a space before ".jpg"
+# ("24_0_1_20170116220224657 .jpg.chip.jpg") or no dot at all ("55_0_0_20170116232725357jpg.chip.jpg").
+_NAME = re.compile(r"^(\d+)_(\d+)_(\d+)_(\d+)\s*\.?jpg\.chip\.jpg$", re.IGNORECASE)
+_NO_RACE = re.compile(r"^(\d+)_(\d+)_(\d+)\s*\.?jpg\.chip\.jpg$", re.IGNORECASE)
+_SUBFOLDERS = ("UTKFace", "utkface", "crop_part1")
+_BLOCK = 32  # images per DATETIME block of the split: a run of one person's photos stays together
+
+
+@dataclass(frozen=True)
+class ChipFrame:
+    """Decode a UTKFace chip and place it in CelebA's 178x218 aligned frame (picklable for cache workers)."""
+
+    template: tuple[tuple[float, float], ...] = tuple(map(tuple, UTK_TEMPLATE.tolist()))
+
+    @property
+    def key(self) -> str:
+        """What the cache key needs to know about this framing."""
+        return f"utk-chip-frame-v1:{self.template}"
+
+    def matrix(self, width: int, height: int) -> np.ndarray:
+        """The 2x3 map from a chip of this size into the frame (the template is for 200x200 chips)."""
+        src = np.asarray(self.template, dtype=np.float64) * [width / 200.0, height / 200.0]
+        return similarity_transform(src, TEMPLATE)
+
+    def __call__(self, img: Image.Image, pre: Preprocess) -> np.ndarray:
+        """Chip (PIL) -> model input uint8 [H, W, 3], framed like an aligned CelebA crop."""
+        img.load()
+        rgb = np.asarray(img.convert("RGB"))
+        framed = warp_to_frame(rgb, self.matrix(rgb.shape[1], rgb.shape[0]), FRAME_SIZE)
+        return prepare_image(Image.fromarray(framed), pre)
+
+
+@dataclass
+class UtkSplit:
+    """One selection of UTKFace images with their labels."""
+
+    root: Path
+    split: str
+    filenames: list[str]
+    paths: list[Path]
+    age: np.ndarray  # float32 [N], years
+    male: np.ndarray  # float32 [N], 1 = male (the files say 0 = male)
+    race: np.ndarray  # int64 [N], index into RACES
+    datetime: list[str]
+
+    def __len__(self) -> int:
+        """Number of images."""
+        return len(self.filenames)
+
+    def subset(self, idx: np.ndarray | Sequence[int]) -> UtkSplit:
+        """Return the rows at `idx` (integer indices) as a new split."""
+        index = np.asarray(idx, dtype=np.int64).reshape(-1)
+        return UtkSplit(self.root, self.split, [self.filenames[i] for i in index], [self.paths[i] for i in index],
+                        self.age[index], self.male[index], self.race[index], [self.datetime[i] for i in index])
+
+    @property
+    def age_band(self) -> list[str]:
+        """Each image's age band label (AGE_BANDS)."""
+        return [age_band(a) for a in self.age]
+
+
+def age_band(age: float) -> str:
+    """The AGE_BANDS label of an age in years."""
+    for label, lo, hi in AGE_BANDS:
+        if lo <= age < hi:
+            return label
+    return AGE_BANDS[-1][0]
+
+
+def parse_utk_name(name: str) -> tuple[int, int, int, str]:
+    """(age, gender 0=male/1=female, race 0-4, datetime) from a UTKFace file name; ValueError says why not."""
+    m = _NAME.match(name.strip())
+    if m is None:
+        if _NO_RACE.match(name.strip()):
+            raise ValueError("no race field")
+        raise ValueError("not AGE_GENDER_RACE_DATETIME.jpg.chip.jpg")
+    age, gender, race, stamp = int(m[1]), int(m[2]), int(m[3]), m[4]
+    if not 0 < age <= 120:
+        raise ValueError(f"age {age} outside 1-120")
+    if gender not in (0, 1):
+        raise ValueError(f"gender {gender} is not 0 or 1")
+    if race not in range(len(RACES)):
+        raise ValueError(f"race {race} is not 0-4")
+    return age, gender, race, stamp
+
+
+def find_utk_images(root: str | Path) -> Path | None:
+    """The folder under `root` (or `root` itself) that holds UTKFace chips, or None."""
+    path = Path(root).expanduser()
+    for folder in (*(path / s for s in _SUBFOLDERS), path):
+        if folder.is_dir() and next(folder.glob("*.jpg.chip.jpg"), None) is not None:
+            return folder
+    return None
+
+
+def is_utkface(root: str | Path) -> bool:
+    """True when `root` holds a UTKFace folder (the official UTKFace/ or the chips themselves)."""
+    return find_utk_images(root) is not None
+
+
+def _split_blocks(stamps: list[str], seed: int, fractions: tuple[float, float]) -> np.ndarray:
+    """Split code per image (0 train, 1 valid, 2 test): blocks of `_BLOCK` consecutive DATETIMEs, seeded."""
+    order = np.argsort(np.asarray(stamps), kind="stable")
+    n_blocks = -(-len(stamps) // _BLOCK)
+    rng = np.random.default_rng([seed, 20170116])
+    u = rng.random(n_blocks)
+    valid_f, test_f = fractions
+    block_code = np.where(u < test_f, 2, np.where(u < test_f + valid_f, 1, 0))
+    codes = np.empty(len(stamps), dtype=np.int64)
+    codes[order] = block_code[np.arange(len(stamps)) // _BLOCK]
+    return codes
+
+
+def load_utkface(
+    root: str | Path,
+    split: str = "train",
+    *,
+    seed: int = 0,
+    valid_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    limit: int = 0,
+) -> UtkSplit:
+    """Load one split of a UTKFace folder: labels from the file names, split by DATETIME blocks.
+
+    Files whose names do not parse (e.g. the three official files without a race field) are skipped
+    with one warning that counts them by reason. `limit` takes a seeded sample of the split.
+    """
+    if split not in UTK_SPLITS:
+        raise FaceattrError(f"unknown UTKFace split '{split}'{did_you_mean(split, UTK_SPLITS)}; choose from: {', '.join(UTK_SPLITS)}")
+    if not (0 <= valid_fraction < 1 and 0 <= test_fraction < 1 and valid_fraction + test_fraction < 1):
+        raise FaceattrError(f"UTKFace split fractions must be in [0, 1) and sum below 1, got valid {valid_fraction}, test {test_fraction}")
+    path = Path(root).expanduser()
+    if not path.is_dir():
+        raise FaceattrError(f"UTKFace root not found: {path}; pass the folder that holds UTKFace/ (or the chips)")
+    folder = find_utk_images(path)
+    if folder is None:
+        raise FaceattrError(f"no UTKFace images (*.jpg.chip.jpg) in {path} or its UTKFace/ folder; pass the folder that holds them")
+    names, ages, genders, races, stamps = [], [], [], [], []
+    skipped: Counter[str] = Counter()
+    for f in sorted(p.name for p in folder.iterdir() if p.name.lower().endswith(".jpg")):
+        try:
+            age, gender, race, stamp = parse_utk_name(f)
+        except ValueError as e:
+            skipped[str(e)] += 1
+            continue
+        names.append(f)
+        ages.append(age)
+        genders.append(gender)
+        races.append(race)
+        stamps.append(stamp)
+    if skipped:
+        logger.warning("UTKFace %s: skipped %d file(s) whose names carry no usable labels: %s", folder, sum(skipped.values()),
+                       "; ".join(f"{n} {why}" for why, n in skipped.most_common()))
+    if not names:
+        raise FaceattrError(f"no UTKFace file in {folder} has a name AGE_GENDER_RACE_DATETIME.jpg.chip.jpg")
+    codes = _split_blocks(stamps, seed, (valid_fraction, test_fraction))
+    keep = np.arange(len(names)) if split == "all" else np.flatnonzero(codes == ("train", "valid", "test").index(split))
+    if limit and limit < len(keep):
+        keep = np.sort(np.random.default_rng([seed, 7]).choice(keep, size=limit, replace=False))
+    out = UtkSplit(
+        root=path,
+        split=split,
+        filenames=[names[i] for i in keep],
+        paths=[folder / names[i] for i in keep],
+        age=np.asarray(ages, dtype=np.float32)[keep],
+        male=(1.0 - np.asarray(genders, dtype=np.float32))[keep],
+        race=np.asarray(races, dtype=np.int64)[keep],
+        datetime=[stamps[i] for i in keep],
+    )
+    logger.info("UTKFace %s: %d images (%s)", split, len(out), folder)
+    return out

@@ -1,0 +1,158 @@
+"""UTKFace: file-name labels and their quirks, the DATETIME-block split, placing chips in CelebA's frame."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from faceattr.data.utkface import (
+    AGE_BANDS,
+    RACES,
+    ChipFrame,
+    age_band,
+    is_utkface,
+    load_utkface,
+    parse_utk_name,
+)
+from faceattr.errors import FaceattrError
+
+
+def test_names_parse_with_the_official_quirks() -> None:
+    assert parse_utk_name("100_0_0_20170112215240346.jpg.chip.jpg") == (100, 0, 0, "20170112215240346")
+    # A space before ".jpg" and a missing dot both occur in the official folder.
+    assert parse_utk_name("24_0_1_20170116220224657 .jpg.chip.jpg") == (24, 0, 1, "20170116220224657")
+    assert parse_utk_name("55_0_0_20170116232725357jpg.chip.jpg") == (55, 0, 0, "20170116232725357")
+    with pytest.raises(ValueError, match="no race field"):
+        parse_utk_name("39_1_20170116174525125.jpg.chip.jpg")
+    for bad, why in [("0_0_0_20170116174525125.jpg.chip.jpg", "age"), ("30_2_0_20170116174525125.jpg.chip.jpg", "gender"),
+                     ("30_1_7_20170116174525125.jpg.chip.jpg", "race"), ("photo.jpg", "not AGE")]:
+        with pytest.raises(ValueError, match=why):
+            parse_utk_name(bad)
+
+
+def test_age_bands_cover_every_age() -> None:
+    assert [age_band(a) for a in (1, 14, 15, 29, 30, 49, 50, 69, 70, 116)] == [
+        "under 15", "under 15", "15-29", "15-29", "30-49", "30-49", "50-69", "50-69", "70+", "70+"]
+    assert [b[0] for b in AGE_BANDS][-1] == "70+"
+
+
+def _fake_folder(root: Path, names: list[str]) -> Path:
+    folder = root / "UTKFace"
+    folder.mkdir(parents=True)
+    img = Image.new("RGB", (200, 200), (120, 100, 90))
+    for n in names:
+        img.save(folder / n, format="JPEG")
+    return root
+
+
+def test_unlabelled_files_are_skipped_and_counted(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    names = [f"{20 + i}_{i % 2}_{i % 5}_2017011617{i:07d}.jpg.chip.jpg" for i in range(40)]
+    names += ["39_1_20170116174525125.jpg.chip.jpg", "61_1_20170109142408075.jpg.chip.jpg", "notes.jpg"]
+    root = _fake_folder(tmp_path, names)
+    with caplog.at_level(logging.WARNING, logger="faceattr.data.utkface"):
+        data = load_utkface(root, "all")
+    assert len(data) == 40
+    assert "skipped 3 file(s)" in caplog.text and "2 no race field" in caplog.text
+    # Labels come from the names: gender 0 = male, so male is 1 - gender.
+    i = data.filenames.index(names[3])
+    assert data.age[i] == 23 and data.male[i] == 0.0 and data.race[i] == 3
+
+
+def test_bad_roots_get_one_line_errors(tmp_path: Path) -> None:
+    with pytest.raises(FaceattrError, match="UTKFace root not found"):
+        load_utkface(tmp_path / "nope")
+    with pytest.raises(FaceattrError, match=r"no UTKFace images"):
+        load_utkface(tmp_path)
+    with pytest.raises(FaceattrError, match=r"did you mean valid\?"):
+        load_utkface(tmp_path, "vaild")
+    assert not is_utkface(tmp_path)
+
+
+def test_real_split_is_disjoint_seeded_and_keeps_datetime_runs_together(utkface_root: Path) -> None:
+    splits = {s: load_utkface(utkface_root, s) for s in ("train", "valid", "test")}
+    everything = load_utkface(utkface_root, "all")
+    names = [set(splits[s].filenames) for s in splits]
+    assert sum(map(len, names)) == len(everything) == len(set().union(*names))
+    assert not (names[0] & names[1] or names[0] & names[2] or names[1] & names[2])
+    assert 0.07 < len(splits["test"]) / len(everything) < 0.13
+    assert load_utkface(utkface_root, "test").filenames == splits["test"].filenames  # seeded
+    assert load_utkface(utkface_root, "test", seed=1).filenames != splits["test"].filenames
+    # Consecutive DATETIMEs (a person's run of photos) mostly share a side: far more than a random split would.
+    order = np.argsort(everything.datetime)
+    side = {n: s for s in splits for n in splits[s].filenames}
+    seq = [side[everything.filenames[i]] for i in order]
+    same = np.mean([a == b for a, b in zip(seq[:-1], seq[1:], strict=True)])
+    assert same > 0.95
+    # Every race group and age band is present in the held-back split.
+    test = splits["test"]
+    assert set(test.race.tolist()) == set(range(len(RACES)))
+    assert {b[0] for b in AGE_BANDS} <= set(test.age_band)
+
+
+def test_limit_takes_a_seeded_sample(utkface_root: Path) -> None:
+    a = load_utkface(utkface_root, "valid", limit=50)
+    assert len(a) == 50 and a.filenames == load_utkface(utkface_root, "valid", limit=50).filenames
+
+
+def test_chip_frame_puts_the_face_where_celeba_crops_have_it(utkface_root: Path) -> None:
+    # The detector, run on framed chips, finds the eyes, nose and mouth where it finds them on CelebA's
+    # own aligned crops (the template), to within a few pixels: the two sources share one geometry.
+    from faceattr.data.geometry import TEMPLATE
+    from faceattr.data.transforms import Preprocess
+    from faceattr.infer.detect import FaceDetector
+
+    data = load_utkface(utkface_root, "test", limit=30)
+    pre = Preprocess(size=(218, 178))
+    det = FaceDetector()
+    errors = []
+    for p in data.paths:
+        with Image.open(p) as img:
+            framed = ChipFrame()(img, pre)
+        assert framed.shape == (218, 178, 3)
+        found = det.detect(np.ascontiguousarray(framed))
+        if found:
+            errors.append(np.linalg.norm(found[0].landmarks - TEMPLATE, axis=1).mean())
+    assert len(errors) >= 27
+    assert np.median(errors) < 4.0
+
+
+def test_chip_frame_handles_other_chip_sizes(utkface_root: Path, tmp_path: Path) -> None:
+    from faceattr.data.transforms import Preprocess
+
+    src = load_utkface(utkface_root, "test", limit=1).paths[0]
+    big = tmp_path / "big.jpg"
+    with Image.open(src) as img:
+        img.resize((400, 400)).save(big)
+        pre = Preprocess(size=(109, 89))
+        a = ChipFrame()(img, pre).astype(float)
+    with Image.open(big) as img:
+        b = ChipFrame()(img, pre).astype(float)
+    assert np.abs(a - b).mean() < 6.0  # the same framing, up to resampling
+
+
+def test_cache_of_framed_chips_is_keyed_apart_from_plain_decoding(utkface_root: Path, tmp_path: Path) -> None:
+    from faceattr.data.cache import build_cache
+    from faceattr.data.transforms import Preprocess
+
+    paths = load_utkface(utkface_root, "valid", limit=8).paths
+    pre = Preprocess(size=(64, 64))
+    plain = build_cache(paths, pre, cache_dir=tmp_path, workers=1, progress=False)
+    framed = build_cache(paths, pre, cache_dir=tmp_path, workers=1, progress=False, frame=ChipFrame())
+    assert plain.path != framed.path and framed.valid.all()
+    again = build_cache(paths, pre, cache_dir=tmp_path, workers=1, progress=False, frame=ChipFrame())
+    assert again.path == framed.path and np.array_equal(np.asarray(again.images), np.asarray(framed.images))
+    # Framed: the chip shrinks into the middle of CelebA's frame, so it differs from the chip squeezed whole.
+    assert np.abs(np.asarray(plain.images, dtype=float) - np.asarray(framed.images, dtype=float)).mean() > 10
+
+
+def test_a_copy_with_the_chips_directly_in_root_is_found(utkface_root: Path, tmp_path: Path) -> None:
+    src = load_utkface(utkface_root, "test", limit=5).paths
+    for p in src:
+        shutil.copy(p, tmp_path / p.name)
+    assert is_utkface(tmp_path)
+    assert len(load_utkface(tmp_path, "all")) == 5
