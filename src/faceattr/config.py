@@ -19,6 +19,7 @@ import tomli_w
 from faceattr.errors import FaceattrError, did_you_mean
 
 __all__ = [
+    "SourceConfig",
     "DataConfig",
     "ModelConfig",
     "OptimConfig",
@@ -36,6 +37,23 @@ __all__ = [
 
 
 @dataclass
+class SourceConfig:
+    """One data source of a multi-source run (`[[data.sources]]`); each labels only some outputs."""
+
+    root: str = ""
+    kind: str = "auto"  # auto | celeba | utkface (auto: detected from the folder)
+    weight: float = 1.0  # share of each epoch's samples, relative to the other sources' weights
+    layout: str = "auto"  # CelebA only: auto | official | torchvision | kaggle
+    # Reweight sampling within the source so these groups count more equally (UTKFace: race, gender,
+    # age_band). A group of n images is drawn with weight n ** -balance_power per image: 1 makes the
+    # groups equal, 0 leaves the natural mix, 0.5 is in between.
+    balance: list[str] = field(default_factory=list)
+    balance_power: float = 0.5
+    limit: int = 0  # 0: every training image of the source; N: a seeded sample
+    val_limit: int = 0
+
+
+@dataclass
 class DataConfig:
     """Where the images are and which of them to use."""
 
@@ -49,6 +67,10 @@ class DataConfig:
     val_limit: int = 0
     cache_dir: str = ""  # "": $FACEATTR_CACHE or ~/.cache/faceattr
     workers: int = 0  # processes for the one-time decode into the cache (0: one per core)
+    # Several sources at once (replaces `root`, `layout`, `limit` and `val_limit`): CelebA's attributes,
+    # UTKFace's gender (into Male) and age (a regression output). Each split keeps its source's own
+    # meaning: CelebA's train_split/val_split, UTKFace's DATETIME-block train/valid.
+    sources: list[SourceConfig] = field(default_factory=list)
 
 
 @dataclass
@@ -156,6 +178,9 @@ class TrainConfig:
     balance: BalanceConfig = field(default_factory=BalanceConfig)
     loss: str = "bce"  # bce | bce_weighted | ce (one attribute, two-class softmax)
     label_smoothing: float = 0.0
+    # Weight of the age loss (smooth L1 on age standardised to mean 35, std 20 years) against the
+    # attribute loss (the mean over attributes of each one's BCE); only used when a source labels age.
+    age_weight: float = 0.1
     epochs: int = 5
     max_steps: int = 0  # 0: run every epoch to the end; N: stop after N optimiser steps
     batch_size: int = 64

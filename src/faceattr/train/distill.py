@@ -176,6 +176,16 @@ def load_initial_weights(model: nn.Module, name: str, model_name: str, attribute
             f"{model_name} with {len(attributes)} {output} outputs: pick a checkpoint of the same model and attributes"
         )
     state = load_tensors(path, "model.")
+    mine = model.state_dict()
+    # A model that adds an age output after the same attributes starts from the checkpoint's
+    # attribute rows; its age row keeps its fresh initialisation.
+    for key, theirs_t in list(state.items()):
+        ours_t = mine.get(key)
+        if (key.startswith("head.") and ours_t is not None and ours_t.ndim == theirs_t.ndim
+                and ours_t.shape[0] == len(attributes) + 1 and theirs_t.shape[0] == len(attributes)
+                and ours_t.shape[1:] == theirs_t.shape[1:]):
+            state[key] = torch.cat([theirs_t.to(ours_t.dtype), ours_t[len(attributes):].cpu()])
+            logger.info("init_from: %s gets the checkpoint's %d attribute rows and a new age row", key, len(attributes))
     try:
         model.load_state_dict(state)
     except RuntimeError as e:

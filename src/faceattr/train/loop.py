@@ -89,11 +89,28 @@ class Run:
     criterion: nn.Module
     pos_weight: torch.Tensor | None
     history: list[dict[str, Any]] = field(default_factory=list)
+    last_source_losses: dict[str, float] = field(default_factory=dict)  # of the epoch just trained
     frozen_prefix: int = 0  # stages whose outputs are cached in `train_features` (cache_frozen)
     train_features: np.ndarray | None = None  # float16 [views, N, C, h, w]; view 1 = mirrored image
     train_targets: np.ndarray | None = None  # float32 [N, A] soft targets (distillation); None: the labels
     balance_column: int = -1  # attribute whose loss term is group-balanced (balance.attribute)
     balance_weights: np.ndarray | None = None  # float32 [N] weights of that term, mean 1
+    # Multi-source runs (data.sources): labels hold NaN where a row's source does not label the
+    # attribute; age (years, NaN = unknown) feeds one more output after the attributes.
+    sources: Any = None  # train SourceData (faceattr.train.sources), None for a single CelebA folder
+    val_sources: Any = None
+    train_age: np.ndarray | None = None
+    val_age: np.ndarray | None = None
+
+    @property
+    def masked(self) -> bool:
+        """True when labels may be missing (NaN) and the loss must mask them."""
+        return self.sources is not None
+
+    @property
+    def has_age(self) -> bool:
+        """True when the model has an age output (the last one)."""
+        return self.train_age is not None
 
 
 def _build_criterion(cfg: TrainConfig, labels: np.ndarray, device: torch.device) -> tuple[nn.Module, torch.Tensor | None]:
@@ -104,7 +121,7 @@ def _build_criterion(cfg: TrainConfig, labels: np.ndarray, device: torch.device)
     if cfg.loss == "bce_weighted":
         # pos_weight = negatives / positives per attribute, from the training labels, so rare
         # attributes (Bald: ~2%) are not drowned out; clamped so an almost-absent one can't explode.
-        pos = labels.mean(axis=0).clip(1e-3, 1 - 1e-3)
+        pos = np.nanmean(labels, axis=0).clip(1e-3, 1 - 1e-3)
         pw = torch.tensor((1 - pos) / pos, dtype=torch.float32).clamp(max=50.0).to(device)
         return nn.BCEWithLogitsLoss(pos_weight=pw), pw
     raise FaceattrError(f"unknown loss '{cfg.loss}'; use bce, bce_weighted or ce")
@@ -166,6 +183,8 @@ def prepare_run(cfg: TrainConfig) -> Run:
         raise FaceattrError(f"model.crop must be [x0, y0, x1, y1], got {list(crop)}")
     pre = Preprocess(size=size, crop=crop, mean=tuple(spec.mean), std=tuple(spec.std))  # type: ignore[arg-type]
 
+    if cfg.data.sources:
+        return _prepare_multi(cfg, device, spec, pre)
     train_split = _load_split(cfg, cfg.data.train_split, cfg.data.limit)
     attributes = list(train_split.attributes)
     if cfg.loss == "ce" and len(attributes) != 1:
@@ -221,6 +240,69 @@ def prepare_run(cfg: TrainConfig) -> Run:
     if cfg.model.cache_frozen:
         _cache_frozen_features(run)
     return run
+
+
+def _prepare_multi(cfg: TrainConfig, device: torch.device, spec: Any, pre: Any) -> Run:
+    """`prepare_run` for `data.sources`: several folders, masked labels, an age output when one labels age."""
+    from faceattr.models import create_model
+    from faceattr.train.sources import load_sources
+
+    if cfg.loss == "ce":
+        raise FaceattrError("several sources train a multi-label model with masked BCE; use loss 'bce' or 'bce_weighted', not 'ce'")
+    if cfg.distill.teachers or cfg.balance.attribute:
+        raise FaceattrError("distill and balance work on one CelebA folder; leave them out of a data.sources run "
+                            "(balance sampling with data.sources[].balance instead)")
+    train = load_sources(cfg, pre, "train")
+    val = load_sources(cfg, pre, "val") if cfg.data.val_split != "none" else None
+    attributes = train.attributes
+    criterion, pos_weight = _build_criterion(cfg, train.labels, device)
+    torch.manual_seed(cfg.seed)
+    num_outputs = len(attributes) + (1 if train.age is not None else 0)
+    model = create_model(cfg.model.name, num_outputs=num_outputs, pretrained=cfg.model.pretrained and not cfg.model.init_from,
+                         hidden=cfg.model.hidden, dropout=cfg.model.dropout).to(device)
+    if cfg.model.init_from:
+        from faceattr.train.distill import load_initial_weights
+
+        load_initial_weights(model, cfg.model.init_from, cfg.model.name, attributes, "sigmoid")
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    run = Run(cfg=cfg, out=Path(cfg.out), device=device, model=model, attributes=attributes, output="sigmoid",
+              preprocess=pre, train_images=train.images, train_labels=train.labels,  # type: ignore[arg-type]
+              val_images=None if val is None else val.images, val_labels=None if val is None else val.labels,  # type: ignore[arg-type]
+              criterion=criterion, pos_weight=pos_weight, sources=train, val_sources=val, train_age=train.age,
+              val_age=None if val is None else val.age)
+    if cfg.model.cache_frozen:
+        _cache_frozen_features(run)
+    return run
+
+
+def masked_losses(run: Run, logits: torch.Tensor, y: torch.Tensor, age: torch.Tensor | None,
+                  unknown: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(batch loss, per-row loss) with missing labels (NaN) masked out.
+
+    The attribute part is the mean over attributes of each one's BCE over the rows that label it, so
+    a source that labels one attribute (UTKFace: Male) weighs in that attribute as much as any other
+    row does; age adds `age_weight` x smooth L1 of the standardised age over the rows that have one.
+    """
+    from faceattr.train.sources import AGE_MEAN, AGE_STD
+
+    a = len(run.attributes)
+    known = ~torch.isnan(y)
+    if unknown is not None:
+        known &= ~unknown.to(known.device)
+    per = nn.functional.binary_cross_entropy_with_logits(logits[:, :a], torch.nan_to_num(y), pos_weight=run.pos_weight,
+                                                         reduction="none") * known
+    counts = known.sum(0)
+    loss = (per.sum(0) / counts.clamp(min=1)).sum() / a
+    row = per.sum(1) / known.sum(1).clamp(min=1)
+    if run.has_age and age is not None:
+        has = ~torch.isnan(age)
+        err = nn.functional.smooth_l1_loss(logits[:, a], (torch.nan_to_num(age) - AGE_MEAN) / AGE_STD, beta=0.1,
+                                           reduction="none") * has
+        if bool(has.any()):
+            loss = loss + run.cfg.age_weight * err.sum() / has.sum()
+        row = row + run.cfg.age_weight * err
+    return loss, row
 
 
 @torch.inference_mode()
@@ -281,6 +363,9 @@ def _train_loss(run: Run, logits: torch.Tensor, y: torch.Tensor, idx: np.ndarray
 
     `unknown` (bool [N, A]) marks labels the augmented image no longer shows; they add nothing.
     """
+    if run.masked:
+        age = None if run.train_age is None else torch.from_numpy(run.train_age[idx]).to(logits.device)
+        return masked_losses(run, logits, y, age, unknown)[0]
     if run.balance_weights is None and unknown is None:
         return run.criterion(logits, y)
     per = nn.functional.binary_cross_entropy_with_logits(logits, y, pos_weight=run.pos_weight, reduction="none")
@@ -337,10 +422,19 @@ def _restore_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tens
     opt.load_state_dict({"state": state, "param_groups": rest["param_groups"]})
 
 
-def _batches(n: int, batch_size: int, seed: int, epoch: int, start_step: int) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield (step_in_epoch, sorted indices) for one epoch's fixed permutation, from `start_step` on."""
+def _batches(n: int, batch_size: int, seed: int, epoch: int, start_step: int,
+             sources: Any = None) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield (step_in_epoch, sorted indices) for one epoch's fixed permutation, from `start_step` on.
+
+    With several sources the epoch is drawn by their shares and balancing weights instead.
+    """
     g = np.random.default_rng(_seed_for(seed, epoch))
-    perm = g.permutation(n)
+    if sources is not None:
+        from faceattr.train.sources import epoch_order
+
+        perm = epoch_order(sources, g)
+    else:
+        perm = g.permutation(n)
     steps = _steps_for(n, batch_size)
     for s in range(start_step, steps):
         # Sorted indices read the memory-mapped cache in file order; order within a batch is irrelevant.
@@ -381,6 +475,8 @@ def validate(run: Run) -> dict[str, Any]:
                             device=run.device)
     lt = torch.from_numpy(logits).to(run.device)
     yt = torch.from_numpy(np.asarray(run.val_labels, dtype=np.float32)).to(run.device)
+    if run.masked:
+        return _validate_masked(run, lt, yt)
     loss = float(run.criterion(lt, _targets(yt, run.cfg.loss, 0.0)))
     if run.output == "softmax":
         pred = (lt.argmax(1, keepdim=True) == 1).float()
@@ -392,6 +488,37 @@ def validate(run: Run) -> dict[str, Any]:
         "val_mean_accuracy": float(per_attr.mean()),
         "val_accuracy": {a: round(float(v), 5) for a, v in zip(run.attributes, per_attr, strict=True)},
     }
+
+
+def _validate_masked(run: Run, lt: torch.Tensor, yt: torch.Tensor) -> dict[str, Any]:
+    """Validation of a multi-source run: accuracy over the rows that label each attribute, per-source
+    losses and mean accuracies, and the age error in years."""
+    from faceattr.train.sources import AGE_MEAN, AGE_STD
+
+    a = len(run.attributes)
+    age = None if run.val_age is None else torch.from_numpy(run.val_age).to(lt.device)
+    loss, row = masked_losses(run, lt, yt, age)
+    known = ~torch.isnan(yt)
+    hit = ((lt[:, :a] > 0).float() == torch.nan_to_num(yt)) & known
+    per_attr = (hit.sum(0) / known.sum(0).clamp(min=1)).cpu().numpy()
+    labelled = known.any(0).cpu().numpy()
+    out: dict[str, Any] = {
+        "val_loss": float(loss),
+        "val_mean_accuracy": float(per_attr[labelled].mean()),
+        "val_accuracy": {n: round(float(v), 5) for n, v, k in zip(run.attributes, per_attr, labelled, strict=True) if k},
+    }
+    src = torch.from_numpy(run.val_sources.source).to(lt.device)
+    for i, name in enumerate(run.val_sources.names):
+        rows = src == i
+        out[f"val_loss_{name}"] = round(float(row[rows].mean()), 6)
+        k = known[rows]
+        acc = (hit[rows].sum(0) / k.sum(0).clamp(min=1))[k.any(0)]
+        out[f"val_mean_accuracy_{name}"] = round(float(acc.mean()), 5)
+    if age is not None:
+        has = ~torch.isnan(age)
+        pred = AGE_MEAN + AGE_STD * lt[:, a]
+        out["val_age_mae"] = round(float((pred[has] - age[has]).abs().mean()), 4)
+    return out
 
 
 def train_one_epoch(
@@ -414,6 +541,10 @@ def train_one_epoch(
     total = _total_steps(run)
     losses: list[float] = []
     seen, t0 = 0, time.perf_counter()
+    # Multi-source runs: summed per-row losses and row counts per source, for the log.
+    n_src = 0 if run.sources is None else len(run.sources.names)
+    src_sum, src_n = np.zeros(n_src), np.zeros(n_src)
+    age_err, age_n = 0.0, 0  # absolute age error in years over the rows with an age
     bar = None
     if cfg.progress:
         from tqdm.auto import tqdm
@@ -421,7 +552,7 @@ def train_one_epoch(
         bar = tqdm(total=steps, initial=start_step, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step",
                    leave=False, dynamic_ncols=True)
     try:
-        for step, idx in _batches(len(run.train_labels), cfg.batch_size, cfg.seed, epoch, start_step):
+        for step, idx in _batches(len(run.train_labels), cfg.batch_size, cfg.seed, epoch, start_step, run.sources):
             if global_step >= total:
                 break
             factor = lr_factor(cfg.optim.scheduler, global_step, total, warmup_fraction=cfg.optim.warmup_fraction,
@@ -454,9 +585,23 @@ def train_one_epoch(
             if device.type == "cuda":
                 x = x.contiguous(memory_format=torch.channels_last)
                 with torch.autocast("cuda", dtype=torch.bfloat16):
-                    loss = _train_loss(run, forward(x).float(), y, idx, unknown)
+                    logits = forward(x).float()
             else:
-                loss = _train_loss(run, forward(x), y, idx, unknown)
+                logits = forward(x)
+            loss = _train_loss(run, logits, y, idx, unknown)
+            if n_src:
+                with torch.no_grad():
+                    age = None if run.train_age is None else torch.from_numpy(run.train_age[idx]).to(device)
+                    row = masked_losses(run, logits.detach(), y, age, unknown)[1].cpu().numpy()
+                np.add.at(src_sum, run.sources.source[idx], row)
+                np.add.at(src_n, run.sources.source[idx], 1)
+                if age is not None:
+                    from faceattr.train.sources import AGE_MEAN, AGE_STD
+
+                    has = ~torch.isnan(age)
+                    target = (age[has] - AGE_MEAN) / AGE_STD
+                    age_err += float((logits.detach()[has, len(run.attributes)] - target).abs().sum()) * AGE_STD
+                    age_n += int(has.sum())
             if not torch.isfinite(loss):
                 raise FaceattrError(
                     f"loss became {float(loss.detach())} at epoch {epoch + 1} step {step + 1}; lower the learning rate "
@@ -479,6 +624,11 @@ def train_one_epoch(
         if bar is not None:
             bar.close()
     ips = seen / max(1e-9, time.perf_counter() - t0)
+    if n_src:
+        run.last_source_losses = {f"train_loss_{name}": round(float(src_sum[i] / max(1.0, src_n[i])), 6)
+                                  for i, name in enumerate(run.sources.names)}
+        if age_n:
+            run.last_source_losses["train_age_mae"] = round(age_err / age_n, 4)
     return (float(np.mean(losses)) if losses else float("nan")), global_step, ips
 
 
@@ -513,11 +663,19 @@ def _meta(run: Run, epoch: int, step: int, metrics: dict[str, Any]) -> dict[str,
         "output": run.output,
         "preprocess": run.preprocess.to_dict(),
         "thresholds": None,
+        "age": _age_meta() if run.has_age else None,
         "config": config_to_dict(run.cfg),
         "metrics": metrics,
         "epoch": epoch,
         "step": step,
     }
+
+
+def _age_meta() -> dict[str, Any]:
+    """How to read the age output (the last logit) in years, for checkpoints."""
+    from faceattr.train.sources import AGE_MEAN, AGE_STD
+
+    return {"mean": AGE_MEAN, "std": AGE_STD}
 
 
 def _check_resume_config(saved: TrainConfig, given: TrainConfig) -> TrainConfig:
@@ -598,6 +756,7 @@ def fit(cfg: TrainConfig, *, resume: bool = False) -> Path:
             metrics = {"epoch": epoch + 1, "step": global_step, "train_loss": round(train_loss, 6),
                        "lr": opt.param_groups[-1]["lr"], "images_per_s": round(ips, 2),
                        "seconds": round(time.perf_counter() - t_ep, 2)}
+            metrics.update(run.last_source_losses)
             metrics.update(validate(run))
             run.history.append(metrics)
             score = _score(metrics)

@@ -1,0 +1,163 @@
+"""Training on CelebA and UTKFace at once: masked labels, an age output, mixed batches, resume."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from faceattr.checkpoint import load_tensors, read_metadata
+from faceattr.config import SourceConfig, TrainConfig, load_config
+from faceattr.errors import FaceattrError
+from faceattr.train import fit
+
+
+@pytest.fixture()
+def multi_cfg(celeba_root: Path, utkface_root: Path, tmp_path: Path) -> TrainConfig:
+    """celeb_cnn at 64x64 on 256 CelebA + 256 UTKFace training images: seconds on a 2-core CPU."""
+    return load_config(
+        None,
+        {
+            "data.attributes": ["Male", "Smiling", "Eyeglasses", "Young"],
+            "data.workers": 1,
+            "data.sources": [
+                {"root": str(celeba_root), "kind": "celeba", "limit": 256, "val_limit": 128},
+                {"root": str(utkface_root), "limit": 256, "val_limit": 128, "balance": ["race"]},  # kind detected
+            ],
+            "model.name": "celeb_cnn",
+            "model.image_size": [64, 64],
+            "batch_size": 32,
+            "epochs": 2,
+            "checkpoint_every": 3,
+            "threads": 2,
+            "age_weight": 0.5,
+            "progress": False,
+            "out": str(tmp_path / "run"),
+        },
+    )
+
+
+def _history(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+
+
+def test_short_multi_source_run_lowers_attribute_and_age_loss(multi_cfg: TrainConfig) -> None:
+    out = fit(replace(multi_cfg, epochs=3, age_weight=1.0, optim=replace(multi_cfg.optim, lr=3e-3)))
+    hist = _history(out)
+    first, last = hist[0], hist[-1]
+    # Per-source losses are logged for training and validation, and the age error in years.
+    for key in ("train_loss_celeba", "train_loss_utkface", "train_age_mae", "val_loss_celeba", "val_loss_utkface", "val_age_mae"):
+        assert key in last, key
+    # 256 images a source are too few for validation age to move reliably in 48 steps; the training
+    # losses of both sources and CelebA's validation loss must fall.
+    assert last["train_loss_celeba"] < first["train_loss_celeba"]  # attributes
+    assert last["train_loss_utkface"] < first["train_loss_utkface"]  # Male and age
+    assert last["train_age_mae"] < first["train_age_mae"]
+    assert last["val_loss_celeba"] < first["val_loss_celeba"]
+    meta = read_metadata(out / "best.safetensors")
+    assert meta["attributes"] == ["Male", "Smiling", "Eyeglasses", "Young"]
+    assert meta["age"] == {"mean": 35.0, "std": 20.0}
+    assert meta["model"]["kwargs"]["num_outputs"] == 5
+    assert [s["kind"] for s in meta["config"]["data"]["sources"]] == ["celeba", "auto"]
+    assert "train_loss_utkface" in (out / "log.csv").read_text().splitlines()[0]
+
+    # The checkpoint predicts age through the same API as any model.
+    import faceattr
+    from faceattr.infer import sample_path
+
+    faces = faceattr.load(out / "best.safetensors").predict(sample_path("grace_hopper"))
+    assert isinstance(faces[0].age, float) and 1.0 <= faces[0].age <= 100.0
+    assert set(faces[0].probabilities) == set(meta["attributes"])
+
+
+def test_a_source_gives_no_gradient_to_outputs_it_does_not_label(multi_cfg: TrainConfig) -> None:
+    from faceattr.train.loop import _train_loss, prepare_run
+
+    run = prepare_run(replace(multi_cfg, model=replace(multi_cfg.model, dropout=0.0)))
+    head = run.model.head[-1]
+    src = run.sources.source
+    male = run.attributes.index("Male")
+    for source, silent, spoken in [(1, [1, 2, 3], [male, 4]),  # UTKFace: Male and age only
+                                   (0, [4], [0, 1, 2, 3])]:  # CelebA: attributes, no age
+        idx = np.sort(np.flatnonzero(src == source)[:16])
+        x = torch.from_numpy(np.asarray(run.train_images[idx])).permute(0, 3, 1, 2)
+        from faceattr.data.transforms import normalize_batch
+
+        run.model.zero_grad()
+        y = torch.from_numpy(run.train_labels[idx])
+        loss = _train_loss(run, run.model(normalize_batch(x, run.preprocess)), y, idx)
+        loss.backward()
+        g = head.weight.grad
+        assert torch.count_nonzero(g[silent]) == 0, (source, silent)
+        assert all(torch.count_nonzero(g[j]) > 0 for j in spoken), (source, spoken)
+
+
+def test_epochs_draw_sources_by_weight_and_balance_groups(multi_cfg: TrainConfig) -> None:
+    from faceattr.train.sources import epoch_order, load_sources
+    from faceattr.data.transforms import Preprocess
+
+    sources = [replace(multi_cfg.data.sources[0], weight=1.0), replace(multi_cfg.data.sources[1], weight=3.0, balance_power=1.0)]
+    cfg = replace(multi_cfg, data=replace(multi_cfg.data, sources=sources))
+    data = load_sources(cfg, Preprocess(size=(64, 64)), "train")
+    order = epoch_order(data, np.random.default_rng(0))
+    assert len(order) == len(data.source) == 512
+    assert (data.source[order] == 1).mean() == pytest.approx(0.75, abs=0.01)
+    # balance_power 1: every race group is drawn about equally often, whatever its size.
+    utk = order[data.source[order] == 1]
+    share = np.bincount(data.race[utk], minlength=5) / len(utk)
+    assert share.min() > 0.12 and share.max() < 0.28
+    natural = np.bincount(data.race[data.source == 1], minlength=5) / 256
+    assert natural.max() > 0.35  # White dominates the natural mix
+
+
+def test_multi_source_resume_after_interrupt_is_exact(multi_cfg: TrainConfig, tmp_path: Path) -> None:
+    ref = fit(replace(multi_cfg, out=str(tmp_path / "ref")))
+    cfg = replace(multi_cfg, out=str(tmp_path / "cut"))
+    import faceattr.train.loop as loop
+
+    real = loop.train_one_epoch
+
+    def interrupted(run, opt, epoch, **kw):  # type: ignore[no-untyped-def]
+        if epoch == 1:
+            inner = kw["on_step"]
+
+            def boom(ep: int, step: int, gstep: int) -> None:
+                inner(ep, step, gstep)
+                if step == 5:
+                    raise KeyboardInterrupt
+            kw["on_step"] = boom
+        return real(run, opt, epoch, **kw)
+
+    loop.train_one_epoch = interrupted
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            fit(cfg)
+    finally:
+        loop.train_one_epoch = real
+    fit(cfg, resume=True)
+    a, b = load_tensors(ref / "last.safetensors", "model."), load_tensors(Path(cfg.out) / "last.safetensors", "model.")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
+    assert _history(ref)[-1]["val_age_mae"] == pytest.approx(_history(Path(cfg.out))[-1]["val_age_mae"], abs=1e-4)
+
+
+def test_bad_sources_get_one_line_errors(multi_cfg: TrainConfig, tmp_path: Path) -> None:
+    from faceattr.train.loop import prepare_run
+
+    def with_sources(*sources: SourceConfig) -> TrainConfig:
+        return replace(multi_cfg, data=replace(multi_cfg.data, sources=list(sources)))
+
+    with pytest.raises(FaceattrError, match="neither a CelebA folder"):
+        prepare_run(with_sources(SourceConfig(root=str(tmp_path))))
+    with pytest.raises(FaceattrError, match="did you mean utkface"):
+        prepare_run(with_sources(SourceConfig(root=str(tmp_path), kind="utkfase")))
+    with pytest.raises(FaceattrError, match="cannot balance a celeba source"):
+        prepare_run(with_sources(replace(multi_cfg.data.sources[0], balance=["race"])))
+    with pytest.raises(FaceattrError, match="weight must be > 0"):
+        prepare_run(with_sources(replace(multi_cfg.data.sources[1], weight=0.0)))
+    with pytest.raises(FaceattrError, match="use loss 'bce'"):
+        prepare_run(replace(multi_cfg, loss="ce"))
