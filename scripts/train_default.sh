@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Rebuild the shipped default model from scratch: train its three members, refine each on black-and-white
-# and low-resolution photos with swapped clothing, average each with its refined copy, ensemble the three, ship it.
+# and low-resolution photos with swapped clothing, average each with its refined copy, ensemble the three,
+# then refine each member once more on CelebA + UTKFace (gender and a new age output), ensemble, ship it.
 #   bash scripts/train_default.sh        (about 2.5 h on 2 idle CPU cores; re-run after a kill to resume)
 # Each member is an ordinary training run; a finished one (summary.json with status "done") is skipped,
 # an interrupted or failed one with a checkpoint (last.safetensors) resumes exactly.
@@ -50,4 +51,13 @@ for i in 0 1 2; do
   averaged+=("$out")
 done
 "$BIN/faceattr" ensemble "${averaged[@]}" --out runs/default_ensemble/best.safetensors --overwrite
-"$BIN/python" scripts/ship_model.py runs/default_ensemble/best.safetensors --name default
+# The ensemble above was the default until 2026-12-06. Its members, split out again, are refined on
+# CelebA + UTKFace (configs/utk/*.toml: masked labels, an age output, race- and age-balanced sampling).
+"$BIN/python" scripts/split_ensemble.py runs/default_ensemble/best.safetensors --out runs/shipped_members
+utk=()
+for config in configs/utk/mobilenet_v2_utk.toml configs/utk/mobilenet_v2_cached_utk.toml configs/utk/efficientnet_lite0_erase_utk.toml; do
+  train "$config"
+  utk+=("$out")
+done
+"$BIN/faceattr" ensemble "${utk[@]}" --half --out runs/utk_ensemble/best.safetensors --overwrite
+"$BIN/python" scripts/ship_model.py runs/utk_ensemble/best.safetensors --name default

@@ -197,3 +197,28 @@ def test_interpolation_refuses_different_networks_attributes_or_splits(members: 
     with pytest.raises(FaceattrError, match="one of the checkpoints"):
         interpolate_checkpoints(a, a, a)
     assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_split_ensemble_gives_members_whose_mean_is_the_ensemble(tmp_path: Path) -> None:
+    # The shipped default is an ensemble; its members, split out in float32, average back to it.
+    from faceattr.checkpoint import resolve_checkpoint
+    from faceattr.train.ensemble import split_ensemble
+
+    paths = split_ensemble("default", tmp_path / "members")
+    ens, meta = load_checkpoint(resolve_checkpoint("default"))
+    assert [p.parent.name for p in paths] == [f"member{i}" for i in range(len(meta["model"]["members"]))]
+    x = torch.rand(4, 3, *meta["preprocess"]["size"], generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        want = ens(x)
+        got = []
+        for p in paths:
+            m, mm = load_checkpoint(p)
+            assert mm["model"]["name"] != "ensemble" and mm["attributes"] == meta["attributes"]
+            assert mm.get("age") == meta.get("age")
+            mean = torch.tensor(mm["preprocess"]["mean"]).view(1, 3, 1, 1)
+            std = torch.tensor(mm["preprocess"]["std"]).view(1, 3, 1, 1)
+            got.append(m((x - mean) / std))
+    torch.testing.assert_close(torch.stack(got).mean(0), want, rtol=0, atol=1e-3)
+    assert read_metadata(paths[1])["split_from"]["member"] == 1
+    with pytest.raises(FaceattrError, match="not an ensemble"):
+        split_ensemble(paths[0], tmp_path / "again")

@@ -13,11 +13,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from faceattr.checkpoint import load_checkpoint, read_metadata, resolve_checkpoint, save_checkpoint
+from faceattr.checkpoint import load_checkpoint, load_tensors, read_metadata, resolve_checkpoint, save_checkpoint
 from faceattr.errors import FaceattrError
 from faceattr.models.ensemble import ENSEMBLE, EnsembleNet
 
-__all__ = ["make_ensemble", "interpolate_checkpoints"]
+__all__ = ["make_ensemble", "split_ensemble", "interpolate_checkpoints"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +38,8 @@ def _check_members(paths: Sequence[Path], metas: Sequence[dict[str, Any]]) -> No
     for path, meta in zip(paths, metas, strict=True):
         if meta["model"]["name"] == ENSEMBLE:
             raise FaceattrError(f"{path} is already an ensemble; list its members instead")
+        if bool(meta.get("age")) != bool(first.get("age")):
+            raise FaceattrError(f"{path} and {first_path} differ in whether they predict age; ensemble members need the same outputs")
         if list(meta["attributes"]) != list(first["attributes"]) or meta.get("output", "sigmoid") != first.get("output", "sigmoid"):
             raise FaceattrError(
                 f"{path} predicts {len(meta['attributes'])} {meta.get('output', 'sigmoid')} attribute(s), {first_path} "
@@ -56,6 +58,28 @@ def _check_members(paths: Sequence[Path], metas: Sequence[dict[str, Any]]) -> No
                 f"than {first_path} ({_data_split_key(first)}): one may have trained on the other's holdout; "
                 "combine checkpoints trained with the same data settings"
             )
+
+
+def split_ensemble(checkpoint: str | Path, out_dir: str | Path) -> list[Path]:
+    """Write each member of an ensemble checkpoint as a checkpoint of its own (float32), e.g. to refine
+    it with `model.init_from`; returns `out_dir/member{i}/best.safetensors` paths."""
+    from faceattr.models import create_model
+
+    path = resolve_checkpoint(checkpoint)
+    meta = read_metadata(path)
+    if meta["model"]["name"] != ENSEMBLE:
+        raise FaceattrError(f"{path} is a single {meta['model']['name']}, not an ensemble; use it as it is")
+    tensors = load_tensors(path, "model.members.")
+    written = []
+    for i, m in enumerate(meta["model"]["members"]):
+        net = create_model(m["name"], pretrained=False, **m["kwargs"])
+        net.load_state_dict({k.split(".", 1)[1]: v.float() for k, v in tensors.items() if k.split(".", 1)[0] == str(i)})
+        member_meta = {**{k: v for k, v in meta.items() if k not in ("format", "format_version", "versions", "created")},
+                       "model": {"name": m["name"], "kwargs": m["kwargs"]},
+                       "preprocess": {**meta["preprocess"], "mean": m["mean"], "std": m["std"]},
+                       "split_from": {"ensemble": str(path), "member": i}}
+        written.append(save_checkpoint(Path(out_dir) / f"member{i}" / "best.safetensors", net, member_meta))
+    return written
 
 
 def make_ensemble(checkpoints: Sequence[str | Path], out: str | Path, *, half: bool = False, overwrite: bool = False) -> Path:
@@ -88,6 +112,7 @@ def make_ensemble(checkpoints: Sequence[str | Path], out: str | Path, *, half: b
         },
         "attributes": list(first["attributes"]),
         "output": first.get("output", "sigmoid"),
+        "age": first.get("age"),
         # Members normalise inside the graph, so the shared step only resizes and scales to 0..1.
         "preprocess": {**first["preprocess"], "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]},
         # Members' thresholds do not carry over to averaged logits: calibrate the ensemble itself.
