@@ -13,13 +13,14 @@ ATTRS = [f"attr_{i:02d}" for i in range(40)]
 def build_checkpoint(path: Path, arch: str = "celeb_cnn", *, num_outputs: int = 40, output: str = "sigmoid",
                      thresholds: list[float] | None = None, seed: int = 0,
                      size: tuple[int, int] | None = None, crop: list[int] | None = None,
-                     attributes: list[str] | None = None, config: dict | None = None) -> Path:
+                     attributes: list[str] | None = None, config: dict | None = None, age: bool = False) -> Path:
     """Write a randomly initialised checkpoint whose logits are spread out (std ~3 on real faces).
 
     Freshly initialised networks give logits near 0 for every input, which would let a broken
     pipeline (wrong crop, wrong normalisation, a swapped backend) pass a closeness test; scaling the
     head makes every such mistake visible. `size` overrides the registry's input size (the models
-    end in global pooling), which keeps tests fast on a shared CPU.
+    end in global pooling), which keeps tests fast on a shared CPU. `age` adds one more output after
+    the attributes, read as age in years (35 + 20 x logit), as multi-source training writes it.
     """
     import torch
     from torch import nn
@@ -29,7 +30,7 @@ def build_checkpoint(path: Path, arch: str = "celeb_cnn", *, num_outputs: int = 
 
     torch.manual_seed(seed)
     spec = get_spec(arch)
-    model = create_model(arch, num_outputs=num_outputs).eval()
+    model = create_model(arch, num_outputs=num_outputs + int(age)).eval()
     head = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
     size = tuple(size or spec.input_size)
     x = torch.rand(8, 3, *size) * 2 - 1
@@ -39,11 +40,12 @@ def build_checkpoint(path: Path, arch: str = "celeb_cnn", *, num_outputs: int = 
         head.bias.normal_(0, 1.0)
     attrs = attributes or (ATTRS[:num_outputs] if output == "sigmoid" else ["Smiling"])
     meta = {
-        "model": {"name": arch, "kwargs": {"num_outputs": num_outputs, "hidden": 0, "dropout": 0.0}},
+        "model": {"name": arch, "kwargs": {"num_outputs": num_outputs + int(age), "hidden": 0, "dropout": 0.0}},
         "attributes": attrs,
         "output": output,
         "preprocess": {"size": list(size), "crop": crop, "mean": list(spec.mean), "std": list(spec.std)},
         "thresholds": thresholds,
+        "age": {"mean": 35.0, "std": 20.0} if age else None,
         "config": config,
         "metrics": {},
         "epoch": 0,

@@ -47,15 +47,17 @@ class Face:
     present: list[str]  # probability >= threshold, most probable first
     crop: Image.Image | None = field(default=None, repr=False, compare=False)  # aligned 178x218
     too_small: bool = False
+    age: float | None = None  # estimated age in years, when the model predicts age
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (the crop is not serialised)."""
+        """JSON-ready form (the crop is not serialised); "age" is years, or null for a model without age."""
         d: dict[str, Any] = {
             "box": [round(float(v), 2) for v in self.box],
             "score": None if self.score is None else round(float(self.score), 4),
             "landmarks": [[round(float(x), 2), round(float(y), 2)] for x, y in self.landmarks],
             "attributes": {k: round(float(v), 6) for k, v in self.probabilities.items()},
             "present": list(self.present),
+            "age": None if self.age is None else round(float(self.age), 1),
         }
         if self.too_small:
             d["too_small"] = True
@@ -124,6 +126,16 @@ class AttributeModel:
                 )
         self._detector = detector
         self.refine_passes = refine_passes
+        # Models trained with an age source have one more output after the attributes: standardised age.
+        age = meta.get("age")
+        self.age_scale: tuple[float, float] | None = None
+        if age:
+            self.age_scale = (float(age["mean"]), float(age["std"]))
+
+    @property
+    def predicts_age(self) -> bool:
+        """True when the model estimates age (years) besides the attributes."""
+        return self.age_scale is not None
 
     def __repr__(self) -> str:
         arch = self.meta.get("model", {}).get("name", "?")
@@ -144,24 +156,41 @@ class AttributeModel:
 
     # ---- classification -------------------------------------------------------------------
 
-    def _probabilities(self, crops: Sequence[np.ndarray | Image.Image], batch_size: int, flip: bool = False) -> np.ndarray:
+    def _outputs(
+        self, crops: Sequence[np.ndarray | Image.Image], batch_size: int, flip: bool = False
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """(probabilities float32 [N, A], ages in years float32 [N] or None) for aligned crops."""
         import torch
 
         from faceattr.data.transforms import prepare_image
         from faceattr.runtime import logits_to_probs
 
         if len(crops) == 0:
-            return np.zeros((0, len(self.attributes)), dtype=np.float32)
+            empty = np.zeros((0, len(self.attributes)), dtype=np.float32)
+            return empty, (np.zeros(0, dtype=np.float32) if self.predicts_age else None)
         batch = np.stack(
             [prepare_image(c if isinstance(c, Image.Image) else Image.fromarray(c), self.preprocess) for c in crops]
         )
         logits = self.backend.logits(batch, batch_size=batch_size, flip=flip)
-        probs = logits_to_probs(torch.from_numpy(logits), self.output).numpy().astype(np.float32)
+        ages = None
+        if self.age_scale is not None:
+            if logits.shape[1] != len(self.attributes) + 1:
+                raise FaceattrError(
+                    f"model '{self.name}' returned {logits.shape[1]} outputs for {len(self.attributes)} attributes and age"
+                )
+            mean, std = self.age_scale
+            # Clipped to UTKFace's range: a standardised output far outside it is extrapolation.
+            ages = np.clip(mean + std * logits[:, -1], 1.0, 100.0).astype(np.float32)
+            logits = logits[:, :-1]
+        probs = logits_to_probs(torch.from_numpy(np.ascontiguousarray(logits)), self.output).numpy().astype(np.float32)
         if probs.shape != (len(crops), len(self.attributes)):
             raise FaceattrError(
                 f"model '{self.name}' returned {probs.shape[1]} outputs for {len(self.attributes)} attributes"
             )
-        return probs
+        return probs, ages
+
+    def _probabilities(self, crops: Sequence[np.ndarray | Image.Image], batch_size: int, flip: bool = False) -> np.ndarray:
+        return self._outputs(crops, batch_size, flip)[0]
 
     def predict_aligned(
         self, crops: Sequence[Image.Image] | np.ndarray, *, batch_size: int = 64, flip: bool = False
@@ -176,6 +205,15 @@ class AttributeModel:
         else:
             items = [c if isinstance(c, Image.Image) else np.asarray(c, dtype=np.uint8) for c in crops]
         return self._probabilities(items, batch_size, flip)
+
+    def predict_aligned_age(
+        self, crops: Sequence[Image.Image] | np.ndarray, *, batch_size: int = 64, flip: bool = False
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Like `predict_aligned`, plus ages in years float32 [N] (None for a model without age)."""
+        if isinstance(crops, np.ndarray):
+            crops = list(crops[None] if crops.ndim == 3 else crops)
+        return self._outputs([c if isinstance(c, Image.Image) else np.asarray(c, dtype=np.uint8) for c in crops],
+                             batch_size, flip)
 
     # ---- detection + alignment -------------------------------------------------------------
 
@@ -214,7 +252,8 @@ class AttributeModel:
             crops.append(crop)
         return faces, crops, targets
 
-    def _fill(self, face: Face, probs: np.ndarray) -> None:
+    def _fill(self, face: Face, probs: np.ndarray, age: float | None = None) -> None:
+        face.age = None if age is None else float(age)
         face.probabilities = {a: float(p) for a, p in zip(self.attributes, probs)}
         order = np.argsort(-probs, kind="stable")
         face.present = [self.attributes[j] for j in order if probs[j] >= self.thresholds[j]]
@@ -235,9 +274,9 @@ class AttributeModel:
         """
         rgb = load_rgb(image)
         faces, crops, targets = self._locate(rgb, detect=detect, align=align, max_faces=max_faces, min_face=min_face)
-        probs = self._probabilities(crops, batch_size=64)
+        probs, ages = self._outputs(crops, batch_size=64)
         for k, i in enumerate(targets):
-            self._fill(faces[i], probs[k])
+            self._fill(faces[i], probs[k], None if ages is None else ages[k])
         return faces
 
     def _prepare(self, src: str | Path, *, detect: bool, align: bool, max_faces: int, min_face: int) -> _Pending:
@@ -283,13 +322,13 @@ class AttributeModel:
         def flush() -> Iterator[ImageResult]:
             nonlocal waiting
             crops = [c for p in queue for c in p.crops]
-            probs = self._probabilities(crops, batch_size=batch_size)
+            probs, ages = self._outputs(crops, batch_size=batch_size)
             waiting = 0
             k = 0
             while queue:
                 p = queue.popleft()
                 for i in p.targets:
-                    self._fill(p.result.faces[i], probs[k])
+                    self._fill(p.result.faces[i], probs[k], None if ages is None else ages[k])
                     k += 1
                 yield p.result
 
