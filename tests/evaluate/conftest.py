@@ -62,3 +62,20 @@ def evaluation(trained_run: Path, celeba_root: Path) -> Any:
     return evaluate_model(
         EvalConfig(model=str(trained_run), data_root=str(celeba_root), split="valid", limit=EVAL_LIMIT, progress=False)
     )
+
+
+# What the small age models below predict: Male for gender, Wearing_Lipstick for the shortcut check.
+AGE_MODEL_ATTRS = ["Smiling", "Male", "Wearing_Lipstick"]
+
+
+@pytest.fixture(scope="session")
+def age_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small random celeb_cnn (64x64) with an age output after AGE_MODEL_ATTRS, as multi-source training writes.
+
+    Random weights are enough: the tests check structure, counts and plumbing, not quality.
+    """
+    from infer.helpers import build_checkpoint  # tests/ is on sys.path (tests/infer is a package)
+
+    path = tmp_path_factory.mktemp("age_model") / "age.safetensors"
+    return build_checkpoint(path, "celeb_cnn", num_outputs=len(AGE_MODEL_ATTRS), size=(64, 64), age=True,
+                            attributes=AGE_MODEL_ATTRS)

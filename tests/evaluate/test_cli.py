@@ -136,3 +136,61 @@ def test_compare_cli_prints_markdown_and_rejects_bad_metric(trained_run: Path, t
     _fails(["compare", str(run)], capsys, "none of the runs can be compared", "no eval.json")
     _fails(["compare", str(run), "--metric", "mean_f2"], capsys, "unknown metric 'mean_f2'", "did you mean mean_f1?")
     _fails(["compare", str(tmp_path / "missing")], capsys, "run folder not found")
+
+
+def test_evaluate_on_utkface_reports_every_group(age_checkpoint: Path, utkface_root: Path, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from faceattr.evaluate.schema import EVAL_SCHEMA
+
+    out_json, rep = tmp_path / "utk.json", tmp_path / "rep"
+    code = main(["evaluate", str(age_checkpoint), "--data-root", str(utkface_root), "--limit", "40", "--device", "cpu",
+                 "--json", str(out_json), "--report", str(rep), "--no-progress"])
+    out, _ = capsys.readouterr()
+    assert code == 0
+    doc = json.loads(out_json.read_text())
+    jsonschema_rs = pytest.importorskip("jsonschema_rs")
+    jsonschema_rs.validator_for(EVAL_SCHEMA).validate(doc)
+    assert doc["dataset"] == "utkface" and doc["split"] == "test" and doc["predicts_age"] is True
+    n, found = doc["n_images"], doc["n_detected"]
+    assert n == 40 and found + doc["n_missed"] == n and sum(doc["missed"].values()) == doc["n_missed"]
+    g = doc["groups"]
+    assert g["overall"]["n"] == found and g["overall"]["n_images"] == n
+    for part in ("gender", "race", "age_band"):
+        assert sum(s["n"] for s in g[part].values()) == found, part
+        assert sum(s["n_images"] for s in g[part].values()) == n, part
+    assert sum(c["n"] for c in g["cells"]) == found and sum(c["n_images"] for c in g["cells"]) == n
+    assert list(g["race"]) == doc["races"] and list(g["age_band"]) == doc["age_bands"]
+    h = g["headline"]
+    assert h["adults"]["n"] + h["under_15"]["n"] == found
+    assert h["adult_women"]["n"] + h["adult_men"]["n"] == h["adults"]["n"] == sum(s["n"] for s in h["adult_race"].values())
+    assert h["age_70_plus"]["n"] == g["age_band"]["70+"]["n"]
+    for s in [g["overall"], *g["gender"].values(), *g["race"].values(), *g["age_band"].values(), *g["cells"]]:
+        assert s["n_female"] + s["n_male"] == s["n"] and 0 <= s["n_correct"] <= s["n"]
+        assert (s["age_mae"] is None) == (s["n"] == 0)
+    w = g["worst_group"]
+    assert w is None or (w["n"] >= g["min_n"] == 20 and w["gender_accuracy"] == min(
+        s["gender_accuracy"] for s in [*g["gender"].values(), *g["race"].values(), *g["age_band"].values(), *g["cells"]]
+        if s["n"] >= 20))
+    # The summary says how many were found and missed, the headline groups and the worst group.
+    assert f"faces found in {found}, missed {doc['n_missed']}" in out
+    assert "adult women" in out and "under 15" in out and "worst group" in out and "age MAE" in out
+    assert str(rep / "report.html") in out
+    page = (rep / "report.html").read_text()
+    assert "Gender accuracy by group" in page and "Gender × race × age band" in page and "Age" in page
+    assert (rep / "groups.png").is_file() and (rep / "age.png").is_file()
+    assert not (rep / "confusion.png").exists()
+
+
+def test_evaluate_on_utkface_json_to_stdout_and_celeba_only_flags(age_checkpoint: Path, utkface_root: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    _fails(["evaluate", str(age_checkpoint), "--data-root", str(utkface_root), "--calibrate", "accuracy", "--flip"],
+           capsys, "--calibrate, --flip apply only to CelebA data", "drop them")
+    _fails(["evaluate", str(age_checkpoint), "--data-root", str(utkface_root), "--split", "holdout"], capsys,
+           "unknown UTKFace split 'holdout'")
+    code = main(["evaluate", str(age_checkpoint), "--data-root", str(utkface_root), "--limit", "8", "--split", "valid",
+                 "--min-n", "2", "--json", "-", "--no-progress", "--device", "cpu"])
+    out, _ = capsys.readouterr()
+    assert code == 0
+    doc = json.loads(out)  # stdout holds the JSON alone
+    assert doc["split"] == "valid" and doc["groups"]["min_n"] == 2 and doc["n_images"] == 8
+    assert any("best epoch" in w for w in doc["warnings"])  # valid chose the epoch of a UTKFace-trained model

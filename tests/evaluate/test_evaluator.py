@@ -17,6 +17,7 @@ from faceattr.evaluate.schema import EVAL_SCHEMA
 
 MODEL_ATTRS = ["Smiling", "Eyeglasses", "Blond_Hair", "Male"]  # as trained in conftest.trained_run
 EVAL_LIMIT = 200  # as evaluated in conftest.evaluation
+AGE_MODEL_ATTRS = ["Smiling", "Male", "Wearing_Lipstick"]  # as built in conftest.age_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -348,3 +349,57 @@ def test_shipped_default_model_reads_male_less_off_clothing(celeba_root: Path) -
     clean, swapped = (male[s]["per_attribute"]["Male"]["accuracy"] for s in (False, True))
     assert clean >= 0.98
     assert swapped >= clean - 0.006
+
+
+def test_age_model_on_celeba_scores_its_attributes_like_the_same_network_without_age(
+        age_checkpoint: Path, celeba_root: Path, tmp_path: Path) -> None:
+    from torch import nn
+
+    from faceattr.checkpoint import load_checkpoint, save_checkpoint
+    from faceattr.data import load_celeba
+    from faceattr.evaluate import EvalConfig, evaluate_model
+    from faceattr.models import create_model
+
+    # The twin: the same weights with the head's age row removed, and no "age" in its metadata.
+    model, meta = load_checkpoint(age_checkpoint)
+    head = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)][-1]
+    state = {k: (v[:-1] if k in (f"{head}.weight", f"{head}.bias") else v) for k, v in model.state_dict().items()}
+    kwargs = {**meta["model"]["kwargs"], "num_outputs": len(AGE_MODEL_ATTRS)}
+    twin = create_model(meta["model"]["name"], **kwargs)
+    twin.load_state_dict(state)
+    twin_meta = {k: v for k, v in meta.items() if k not in ("format", "format_version", "versions", "created")}
+    twin_meta.update(age=None, model={"name": meta["model"]["name"], "kwargs": kwargs})
+    twin_path = save_checkpoint(tmp_path / "twin.safetensors", twin, twin_meta)
+
+    def run(path: Path) -> Any:
+        return evaluate_model(EvalConfig(model=str(path), data_root=str(celeba_root), split="valid", limit=60,
+                                         progress=False))
+
+    with_age, without = run(age_checkpoint), run(twin_path)
+    r = with_age.result
+    validate_schema(r)
+    assert r["predicts_age"] is True and without.result["predicts_age"] is False
+    assert r["attributes"] == AGE_MODEL_ATTRS
+    np.testing.assert_allclose(with_age.probs, without.probs, atol=1e-6)
+    assert r["per_attribute"] == without.result["per_attribute"]
+    assert r["subgroups"] == without.result["subgroups"]
+    assert r["lipstick_shortcut"] == without.result["lipstick_shortcut"]
+
+    # The shortcut check, recounted from the labels: women (Male = 0) called Male, by lipstick.
+    split = load_celeba(celeba_root, split="valid", attributes=["Male", "Wearing_Lipstick"], limit=60, seed=0)
+    male, lipstick = split.labels[:, 0] > 0.5, split.labels[:, 1] > 0.5
+    called = with_age.probs[:, AGE_MODEL_ATTRS.index("Male")] >= 0.5
+    lip = r["lipstick_shortcut"]
+    for key, mask in (("without_lipstick", ~male & ~lipstick), ("with_lipstick", ~male & lipstick)):
+        assert lip[key]["n"] == int(mask.sum()) and lip[key]["called_male"] == int(called[mask].sum())
+    assert lip["threshold"] == 0.5
+
+
+def test_no_lipstick_check_without_male(evaluation: Any, trained_run: Path, celeba_root: Path) -> None:
+    from faceattr.evaluate import EvalConfig, evaluate_model
+
+    assert evaluation.result["lipstick_shortcut"] is not None  # the model predicts Male
+    r = evaluate_model(EvalConfig(model=str(trained_run), data_root=str(celeba_root), split="valid", limit=20,
+                                  attributes=["Smiling"], subgroups=[], progress=False)).result
+    validate_schema(r)
+    assert r["lipstick_shortcut"] is None and r["dataset"] == "celeba"

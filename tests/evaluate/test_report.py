@@ -159,3 +159,69 @@ def test_report_for_one_attribute_without_subgroups_log_or_calibration(tmp_path:
     page = html_path.read_text(encoding="utf-8")
     assert "a &lt;b&gt;loud&lt;/b&gt; warning" in page  # escaped, shown as a banner
     assert "<h2>Subgroups</h2>" not in page and "<h2>Training</h2>" not in page
+
+
+def test_celeba_report_shows_the_lipstick_shortcut(report_dir: Path, evaluation: Any) -> None:
+    lip = evaluation.result["lipstick_shortcut"]
+    page = (report_dir / REPORT_FILE).read_text(encoding="utf-8")
+    assert "Shortcut check: women without lipstick called Male" in page
+    w = lip["without_lipstick"]
+    assert f"{w['called_male']} of {w['n']}" in page
+
+
+def _utk_evaluation(age: bool) -> Any:
+    """A UtkEvaluation built from hand arrays (12 images, 2 missed), as evaluate_utkface returns one."""
+    from faceattr.data.utkface import AGE_BANDS, RACES
+    from faceattr.evaluate.groups import group_metrics
+    from faceattr.evaluate.utk import UtkEvaluation
+
+    rng = np.random.default_rng(0)
+    n = 12
+    male = (np.arange(n) % 2).astype(np.float32)
+    race = np.arange(n) % len(RACES)
+    years = np.array([3, 8, 17, 22, 28, 35, 41, 48, 55, 63, 72, 90], dtype=np.float32)
+    prob = np.clip(0.7 * male + 0.4 * rng.random(n), 0, 1).astype(np.float32)
+    prob[[4, 9]] = np.nan  # no face found
+    found = np.isfinite(prob)
+    guess = (years + rng.normal(0, 5, n)).astype(np.float32) if age else None
+    if guess is not None:
+        guess[~found] = np.nan
+    groups = group_metrics(male, prob, race, years, threshold=0.5, race_names=RACES, bands=AGE_BANDS,
+                           age_pred=guess, detected=found, min_n=2)
+    names = [f"{int(a)}_{int(1 - m)}_{r}_2017010100000{i:04d}.jpg.chip.jpg" for i, (a, m, r) in
+             enumerate(zip(years, male, race))]
+    missed = {names[4]: "no_face", names[9]: "too_small"}
+    result = {"dataset": "utkface", "architecture": "celeb_cnn", "split": "test", "seed": 0, "checkpoint": "x.safetensors",
+              "data_root": "d", "pipeline": "detect + align", "n_images": n, "n_detected": int(found.sum()),
+              "n_missed": 2, "missed": {"no_face": 1, "too_small": 1, "unreadable": 0}, "missed_examples": sorted(missed),
+              "predicts_age": age, "male_threshold": 0.5, "races": list(RACES), "groups": groups,
+              "warnings": ["a <b>loud</b> warning"], "device": "cpu", "images_per_s": 12.0, "created": "now"}
+    return UtkEvaluation(result=result, checkpoint=Path("x.safetensors"), filenames=names, male=male, race=race,
+                         age=years, detected=found, male_prob=prob, age_pred=guess, missed=missed)
+
+
+def test_utkface_report_has_group_and_age_figures(tmp_path: Path) -> None:
+    from PIL import Image
+
+    ev = _utk_evaluation(age=True)
+    html_path = write_report(ev, tmp_path / "rep")
+    names = {p.name for p in (tmp_path / "rep").iterdir()}
+    assert {"report.html", "groups.png", "age.png"} <= names and "confusion.png" not in names
+    for name in ("groups.png", "age.png"):
+        with Image.open(tmp_path / "rep" / name) as im:
+            assert im.format == "PNG" and im.width > 400
+    page = html_path.read_text(encoding="utf-8")
+    assert "No usable face in 2 of 12 images (1 no face, 1 too small)" in page
+    assert "a &lt;b&gt;loud&lt;/b&gt; warning" in page
+    assert "Headline groups" in page and "adult women" in page and "under 15" in page
+    w = ev.result["groups"]["worst_group"]
+    assert w is not None and w["group"] in page
+    assert "age MAE" in page and ev.filenames[4] in page  # the missed images are listed
+    assert "does not predict it" in page  # race only slices
+
+
+def test_utkface_report_without_age(tmp_path: Path) -> None:
+    html_path = write_report(_utk_evaluation(age=False), tmp_path / "rep")
+    assert not (tmp_path / "rep" / "age.png").exists()
+    page = html_path.read_text(encoding="utf-8")
+    assert "age MAE" not in page and "not predicted" in page

@@ -4,9 +4,14 @@
     ev = evaluate_model(EvalConfig(model="runs/exp", data_root="../shared/celeba", split="valid"))
     ev.result["mean_f1"]; write_report(ev, "report/")
 
+    from faceattr.evaluate import UtkEvalConfig, evaluate_utkface
+    ev = evaluate_utkface(UtkEvalConfig(model="runs/exp", data_root="../shared/utkface"))
+    ev.result["groups"]["headline"]["adults"]["gender_accuracy"]; write_report(ev, "report/")
+
 The JSON format of ``ev.result`` is documented in `faceattr.evaluate.schema`. This package never
-imports `faceattr.train` or `faceattr.infer`. Names are loaded on first use, so importing the
-package (and the CLI) stays cheap.
+imports `faceattr.train`; UTKFace evaluation (`utk`) imports `faceattr.infer` when it runs, to go
+through the detect-and-align path of `faceattr predict`. Names are loaded on first use, so
+importing the package (and the CLI) stays cheap.
 """
 
 from __future__ import annotations
@@ -19,11 +24,16 @@ __all__ = [
     "EVAL_SCHEMA",
     "EvalConfig",
     "Evaluation",
+    "UtkEvalConfig",
+    "UtkEvaluation",
     "attribute_metrics",
     "calibrate_thresholds",
     "check_report_dir",
     "compare_runs",
     "evaluate_model",
+    "evaluate_utkface",
+    "group_metrics",
+    "lipstick_shortcut",
     "metric_block",
     "render_markdown",
     "subgroup_metrics",
@@ -47,6 +57,11 @@ _WHERE = {
     "write_comparison": "compare",
     "render_markdown": "compare",
     "EVAL_SCHEMA": "schema",
+    "UtkEvalConfig": "utk",
+    "UtkEvaluation": "utk",
+    "evaluate_utkface": "utk",
+    "group_metrics": "groups",
+    "lipstick_shortcut": "groups",
 }
 
 if TYPE_CHECKING:
@@ -61,6 +76,7 @@ if TYPE_CHECKING:
         evaluate_model,
         write_json,
     )
+    from faceattr.evaluate.groups import group_metrics, lipstick_shortcut
     from faceattr.evaluate.metrics import (
         attribute_metrics,
         calibrate_thresholds,
@@ -69,6 +85,7 @@ if TYPE_CHECKING:
     )
     from faceattr.evaluate.report import check_report_dir, write_report
     from faceattr.evaluate.schema import EVAL_SCHEMA
+    from faceattr.evaluate.utk import UtkEvalConfig, UtkEvaluation, evaluate_utkface
 
 
 __getattr__, __dir__ = lazy_exports(__name__, _WHERE)

@@ -4,6 +4,11 @@
 described in `faceattr.evaluate.schema` (``--json`` writes exactly that), plus the arrays the
 HTML report draws from (labels, probabilities, decoded images).
 
+When the model predicts Male and the data labels Wearing_Lipstick, ``lipstick_shortcut`` reports the
+model card's shortcut check: among women, the share called Male without lipstick vs with it. A model
+with an age output (metadata ``"age"``) is evaluated on its attributes only; CelebA has no ages
+(`faceattr.evaluate.utk` scores age on UTKFace).
+
 Headline metrics are always at threshold 0.5, the model's raw decision. Per-attribute thresholds,
 either calibrated now (``calibrate='accuracy'|'balanced_accuracy'``) or stored in the checkpoint
 by an earlier calibration, are reported beside them in ``calibrated``. Calibrating on the split
@@ -26,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from faceattr.errors import FaceattrError, did_you_mean, resolve_names
+from faceattr.evaluate.groups import lipstick_shortcut
 from faceattr.evaluate.metrics import (
     MIXED_WEIGHT,
     OBJECTIVES,
@@ -243,6 +249,13 @@ def _predict(cfg: EvalConfig, split: Any, model: Any, meta: dict[str, Any], colu
         if bar is not None:
             bar.close()
     seconds = time.perf_counter() - t0
+    if meta.get("age"):
+        # The last output is standardised age, not an attribute: CelebA has no ages to score it on.
+        n_attrs = len(meta["attributes"])
+        if logits.shape[1] != n_attrs + 1:
+            raise FaceattrError(f"the model returned {logits.shape[1]} outputs for {n_attrs} attributes and age; "
+                                "its checkpoint metadata does not match its weights")
+        logits = np.ascontiguousarray(logits[:, :-1])
     probs = logits_to_probs(torch.from_numpy(logits), meta.get("output", "sigmoid")).numpy()
     return _Predicted(
         split=split,
@@ -340,6 +353,13 @@ def evaluate_model(cfg: EvalConfig) -> Evaluation:
         wanted = ["Male", *[a for a in CONTEXT_LABELS if a in data_attrs]]
         load_attrs += [a for a in wanted if a not in load_attrs]
         swap_columns = [load_attrs.index(a) for a in wanted]
+    # The model card's shortcut check needs the true Male and Wearing_Lipstick labels beside Male's output.
+    shortcut = "Male" in attributes and "Wearing_Lipstick" in data_attrs
+    if shortcut:
+        load_attrs += [a for a in ("Male", "Wearing_Lipstick") if a not in load_attrs]
+    if meta.get("age"):
+        logger.info("the model also estimates age; CelebA has no ages, so only its attributes are evaluated "
+                    "(evaluate it on UTKFace for age)")
 
     split = _load_split(cfg, cfg.split, load_attrs, seed)
     cal_split = cfg.calibrate_split or ("holdout" if cfg.holdout_fraction > 0 else "valid")
@@ -350,6 +370,10 @@ def evaluate_model(cfg: EvalConfig) -> Evaluation:
     ev = _predict(cfg, split, model, meta, columns, device, swap_columns, seed)
     labels = ev.labels[:, : len(attributes)]
     groups = {g: ev.labels[:, load_attrs.index(g)] for g in subgroups}
+    lipstick: dict[str, np.ndarray] = {}
+    if shortcut:
+        lipstick = {"male": ev.labels[:, load_attrs.index("Male")], "prob": ev.probs[:, attributes.index("Male")],
+                    "lipstick": ev.labels[:, load_attrs.index("Wearing_Lipstick")]}
     warnings_: list[str] = _overlap_warnings(cfg.split, cfg, seed, meta, "evaluation")
 
     result: dict[str, Any] = {
@@ -371,10 +395,14 @@ def evaluate_model(cfg: EvalConfig) -> Evaluation:
         "n_skipped": ev.n_skipped,
         "attributes": attributes,
         "subgroup_attributes": subgroups,
+        "dataset": "celeba",
+        "predicts_age": bool(meta.get("age")),  # its age output, if any, is not scored on CelebA
     }
     block = metric_block(labels, ev.probs, attributes, 0.5)
     result.update(block)
     result["subgroups"] = subgroup_metrics(labels, ev.probs, attributes, 0.5, groups)
+    result["lipstick_shortcut"] = (lipstick_shortcut(lipstick["male"], lipstick["prob"], lipstick["lipstick"], 0.5)
+                                   if lipstick else None)
 
     calibration: dict[str, Any] | None = None
     thresholds: np.ndarray | None = None
@@ -449,6 +477,9 @@ def evaluate_model(cfg: EvalConfig) -> Evaluation:
             warnings_.append(msg)
         cal_block = metric_block(labels, ev.probs, attributes, thresholds)
         cal_block["subgroups"] = subgroup_metrics(labels, ev.probs, attributes, thresholds, groups)
+        cal_block["lipstick_shortcut"] = (lipstick_shortcut(lipstick["male"], lipstick["prob"], lipstick["lipstick"],
+                                                            float(thresholds[attributes.index("Male")]))
+                                          if lipstick else None)
         result["calibrated"] = cal_block
     else:
         result["calibrated"] = None

@@ -9,6 +9,10 @@
 - ``calibration.png`` accuracy and balanced accuracy at 0.5 vs calibrated thresholds (when calibrated)
 - ``faces.png``      the qualitative grid: faces with predicted vs true attributes, mistakes in red
 
+plus, when the model predicts Male on data with Wearing_Lipstick, a table of the lipstick shortcut
+(women called Male without vs with lipstick). A UTKFace evaluation gets its own page and figures
+(`faceattr.evaluate.report_groups`): gender accuracy by group and predicted against true age.
+
 Everything is written into a hidden temp folder beside DIR and renamed into place at the end, so
 a failure never leaves a partial report that looks complete. DIR may be new, empty, or an earlier
 faceattr report (which is replaced); anything else is refused.
@@ -464,6 +468,24 @@ def _calibration_html(r: dict[str, Any]) -> str:
     )
 
 
+def _lipstick_html(r: dict[str, Any]) -> str:
+    """The shortcut check as a small table: at 0.5, and at the calibrated Male threshold when there is one."""
+    rows = []
+    for label, d in (("threshold 0.5", r.get("lipstick_shortcut")),
+                     ("calibrated", (r.get("calibrated") or {}).get("lipstick_shortcut"))):
+        if not d:
+            continue
+        parts = [f"{p['called_male']} of {p['n']} ({_pct(p['rate'])})" for p in (d["without_lipstick"], d["with_lipstick"])]
+        gap = "–" if d["gap"] is None else f"{100 * d['gap']:+.1f} points"
+        rows.append(f"<tr><td>{label} ({d['threshold']:.2f})</td><td>{parts[0]}</td><td>{parts[1]}</td><td>{gap}</td></tr>")
+    if not rows:
+        return ""
+    return ("<table><thead><tr><th>Male threshold</th><th>women without lipstick called Male</th>"
+            "<th>women with lipstick called Male</th><th>difference</th></tr></thead><tbody>" + "".join(rows)
+            + "</tbody></table><p class='note'>CelebA couples “Male” with the absence of make-up; a model that learned "
+            "the shortcut calls many more women without lipstick Male.</p>")
+
+
 def _faces_html(ev: Any, idx: list[int]) -> str:
     cards = []
     for i in idx:
@@ -506,6 +528,9 @@ def _page(ev: Any, figs: dict[str, bytes], idx: list[int], log: list[dict[str, A
     if "subgroups.png" in figs:
         parts.append(f"<section><h2>Subgroups</h2>{_subgroup_table(r)}"
                      f"{_img('subgroups.png', figs['subgroups.png'], 'subgroup gaps')}</section>")
+    lipstick = _lipstick_html(r)
+    if lipstick:
+        parts.append(f"<section><h2>Shortcut check: women without lipstick called Male</h2>{lipstick}</section>")
     parts.append(f"<section><h2>Confusion matrices</h2>{_img('confusion.png', figs['confusion.png'], 'confusion matrices')}</section>")
     if "training.png" in figs:
         best = max(log, key=lambda h: h.get("val_mean_accuracy") or 0) if log else {}
@@ -529,7 +554,7 @@ def _page(ev: Any, figs: dict[str, bytes], idx: list[int], log: list[dict[str, A
 
 
 def write_report(ev: Any, out_dir: str | Path, *, samples: int = 16) -> Path:
-    """Write the HTML report and its PNGs for an `Evaluation` into `out_dir`; returns the HTML path."""
+    """Write the HTML report and its PNGs for an `Evaluation` (CelebA) or `UtkEvaluation` into `out_dir`; returns the HTML path."""
     out = check_report_dir(out_dir)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     if tmp.exists():
@@ -537,23 +562,31 @@ def write_report(ev: Any, out_dir: str | Path, *, samples: int = 16) -> Path:
     try:
         tmp.mkdir(parents=True)
         r = ev.result
-        log = _read_log(ev.run_dir)
-        idx = _pick_samples(ev, samples)
-        builders: list[tuple[str, Callable[[], bytes | None]]] = [
-            ("accuracy.png", lambda: _fig_accuracy(r)),
-            ("confusion.png", lambda: _fig_confusion(r)),
-            ("subgroups.png", lambda: _fig_subgroups(r)),
-            ("training.png", lambda: _fig_training(log)),
-            ("calibration.png", lambda: _fig_calibration(r)),
-            ("faces.png", lambda: _fig_faces(ev, idx)),
-        ]
+        utk = r.get("dataset") == "utkface"
+        builders: list[tuple[str, Callable[[], bytes | None]]]
+        if utk:
+            from faceattr.evaluate import report_groups
+
+            builders = report_groups.figures(ev)
+        else:
+            log = _read_log(ev.run_dir)
+            idx = _pick_samples(ev, samples)
+            builders = [
+                ("accuracy.png", lambda: _fig_accuracy(r)),
+                ("confusion.png", lambda: _fig_confusion(r)),
+                ("subgroups.png", lambda: _fig_subgroups(r)),
+                ("training.png", lambda: _fig_training(log)),
+                ("calibration.png", lambda: _fig_calibration(r)),
+                ("faces.png", lambda: _fig_faces(ev, idx)),
+            ]
         figs: dict[str, bytes] = {}
         for name, build in builders:
             data = build()
             if data is not None:
                 figs[name] = data
                 (tmp / name).write_bytes(data)
-        (tmp / REPORT_FILE).write_text(_page(ev, figs, idx, log), encoding="utf-8")
+        text = report_groups.page(ev, figs) if utk else _page(ev, figs, idx, log)
+        (tmp / REPORT_FILE).write_text(text, encoding="utf-8")
         (tmp / _MARKER).write_text("written by faceattr evaluate --report\n", encoding="utf-8")
         _swap_into_place(tmp, out)
     except OSError as e:
