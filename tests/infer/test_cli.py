@@ -14,6 +14,8 @@ from faceattr.cli import main
 from faceattr.infer import load
 from faceattr.infer.cli import expand_inputs
 
+from .helpers import build_checkpoint
+
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory: pytest.TempPathFactory, grace: Path, astronaut: Path) -> Path:
@@ -25,6 +27,12 @@ def photos(tmp_path_factory: pytest.TempPathFactory, grace: Path, astronaut: Pat
     Image.new("RGB", (320, 240), (30, 60, 90)).save(d / "blank.png")
     (d / "notes.txt").write_text("ignored: not an image extension")
     return d
+
+
+@pytest.fixture(scope="module")
+def age_ckpt(ckpt_dir: Path) -> Path:
+    """Like small_ckpt, plus the age output that models trained with an age source have."""
+    return build_checkpoint(ckpt_dir / "small_age.safetensors", "celeb_cnn", size=(64, 64), crop=[25, 45, 153, 173], age=True)
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +58,7 @@ def test_predict_human_output(capsys: pytest.CaptureFixture[str], small_ckpt: Pa
     rows = [line.split() for line in out.splitlines() if line.strip().startswith("attr_")]
     assert [r[0] for r in rows] == sorted(face.probabilities, key=lambda a: -face.probabilities[a])
     assert all((len(r) == 3) == (face.probabilities[r[0]] >= 0.5) for r in rows)
+    assert "age" not in out  # a model without age shows none
 
 
 def test_black_and_white_photos_are_flagged_in_text_and_json(capsys: pytest.CaptureFixture[str], small_ckpt: Path,
@@ -76,7 +85,7 @@ def test_predict_json_is_the_only_stdout(capsys: pytest.CaptureFixture[str], sma
     assert by["blank.png"]["faces"] == []
     assert "no face found" in captured.err and "blank.png" in captured.err
     (g,) = by["grace.jpg"]["faces"]
-    assert set(g) == {"box", "score", "landmarks", "attributes", "present"}
+    assert set(g) == {"box", "score", "landmarks", "attributes", "present", "age"} and g["age"] is None
     assert len(g["landmarks"]) == 5 and len(g["attributes"]) == 40
     ref = load(small_ckpt).predict(photos / "grace.jpg")[0]
     assert g["present"] == ref.present
@@ -153,6 +162,49 @@ def test_max_faces_and_saved_crops_and_annotations(
     assert main(["predict", str(group), "--model", str(small_ckpt), "--json", "--max-faces", "2"]) == 0
     (two,) = json.loads(capsys.readouterr().out)
     assert [f["box"] for f in two["faces"]] == [f["box"] for f in res["faces"][:2]]
+
+
+def test_an_age_model_prints_each_faces_age_and_puts_it_in_the_json(
+    capsys: pytest.CaptureFixture[str], age_ckpt: Path, celeba_root: Path, tmp_path: Path
+) -> None:
+    from .helpers import celeba_crops, noise_canvas, paste
+
+    scene = noise_canvas(np.random.default_rng(3), 480, 900)
+    for (_, crop), scale, cx in zip(celeba_crops(celeba_root, 2, seed=5), (1.4, 1.0), (250, 650)):
+        scene, _ = paste(scene, crop, scale=scale, center=(cx, 240))
+    group = tmp_path / "pair.png"
+    Image.fromarray(scene).save(group)
+    faces = load(age_ckpt).predict(group)
+    assert len(faces) == 2 and all(isinstance(f.age, float) for f in faces)
+
+    annot = tmp_path / "annot"
+    assert main(["predict", str(group), "--model", str(age_ckpt), "--annotate", str(annot)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    boxes = [i for i, line in enumerate(lines) if line.lstrip().startswith("face ") and "box" in line]
+    assert len(boxes) == 2
+    # One age line per face, right under its box line, in whole years.
+    assert [lines[i + 1] for i in boxes] == [f"    age ~{f.age:.0f}" for f in faces]
+    assert len(list(annot.glob("*.jpg"))) == 1
+
+    assert main(["predict", str(group), "--model", str(age_ckpt), "--json"]) == 0
+    (res,) = json.loads(capsys.readouterr().out)
+    assert [f["age"] for f in res["faces"]] == [round(f.age, 1) for f in faces]  # type: ignore[arg-type]
+    assert all(isinstance(f["age"], float) and 1 <= f["age"] <= 100 for f in res["faces"])
+
+
+def test_demo_shows_the_age_once_the_shipped_model_predicts_it(
+    capsys: pytest.CaptureFixture[str], age_ckpt: Path, grace: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import faceattr.checkpoint
+
+    shipped = tmp_path / "models"
+    shipped.mkdir()
+    shutil.copy(age_ckpt, shipped / "default.safetensors")
+    monkeypatch.setattr(faceattr.checkpoint, "shipped_models_dir", lambda: shipped)
+    assert main(["demo"]) == 0
+    out = capsys.readouterr().out
+    (face,) = load(age_ckpt).predict(grace)
+    assert "grace_hopper.jpg: 1 face" in out and f"    age ~{face.age:.0f}\n" in out
 
 
 def test_globs_and_missing_inputs(photos: Path, tmp_path: Path) -> None:

@@ -97,7 +97,7 @@ def test_predict_on_a_sample_portrait(small_model: AttributeModel, grace: Path) 
     assert f.present == sorted((a for a, p in f.probabilities.items() if p >= 0.5), key=lambda a: -f.probabilities[a])
     assert 0 < len(f.present) < 40
     d = f.to_dict()
-    assert set(d) == {"box", "score", "landmarks", "attributes", "present"}
+    assert set(d) == {"box", "score", "landmarks", "attributes", "present", "age"}
     assert json.loads(json.dumps(d))["present"] == f.present
     # PIL and array inputs give the same answer as the path.
     same = small_model.predict(Image.open(grace))[0]
@@ -307,7 +307,7 @@ def test_predict_many_same_with_and_without_prefetch(small_model: AttributeModel
 
 
 def test_predicting_with_the_shipped_model_imports_no_celeba_training_code() -> None:
-    # Imports point downstream: infer uses data.transforms only, never the CelebA loader, cache or augmentation.
+    # Imports point downstream: infer uses data.transforms and data.geometry only, never the loaders, cache or augmentation.
     import subprocess
     import sys
 
@@ -316,4 +316,4 @@ def test_predicting_with_the_shipped_model_imports_no_celeba_training_code() -> 
             "print(len(faces), sorted(m for m in sys.modules if m.startswith(('faceattr.data', 'faceattr.train', 'sklearn'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split(None, 1)
     assert out[0] == "1"
-    assert out[1].strip() == "['faceattr.data', 'faceattr.data.transforms']"
+    assert out[1].strip() == "['faceattr.data', 'faceattr.data.geometry', 'faceattr.data.transforms']"

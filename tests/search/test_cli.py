@@ -13,7 +13,7 @@ from PIL import Image
 from faceattr.cli import main
 from faceattr.search import search
 
-from .fakes import FakeModel, write_image
+from .fakes import FakeModel, make_dataset, write_image
 
 
 @pytest.fixture
@@ -47,6 +47,7 @@ def test_search_table_json_and_sheets(cli_env: tuple[Path, Path, dict], tmp_path
     assert main(["search", str(index), "--where", "male=0 smiling=1", "--top", "4"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split()[:4] == ["rank", "score", "face", "image"] and lines[0].split()[-2:] == ["Male", "Smiling"]
+    assert "age" not in lines[0].split()  # the fake model predicts no age: no age column
     assert [ln.split()[3] for ln in lines[1:5]] == [m.image for m in expected.matches]
     assert lines[5] == f"{expected.total} of {expected.searched} faces match; showing the top 4"
 
@@ -87,6 +88,8 @@ def test_search_like_a_photo(cli_env: tuple[Path, Path, dict], tmp_path: Path, c
         (["search", "{index}", "--where", "Male=1", "--sheet", "{tmp}/out.gif"], "--sheet must end in .html or .png"),
         (["search", "{tmp}/none.sqlite", "--where", "Male=1"], "index not found"),
         (["search", "{index}"], "nothing to search for"),
+        (["search", "{index}", "--where", "age=30"], "age takes bounds in years"),
+        (["search", "{index}", "--where", "Male=1 age<30"], "have no age: its model 'default' does not predict age"),
         (["index", "{root}", "--out", "{index}", "--model", "other"], "--rebuild"),
         (["index", "{tmp}/missing", "--out", "{index}"], "not a folder"),
         (["index", "{root}", "--out", "{index}/under_a_file.sqlite"], "cannot create the index"),
@@ -118,3 +121,34 @@ def test_cli_modules_import_nothing_heavy() -> None:
         "assert not heavy, heavy"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_search_by_age_shows_an_age_column(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from faceattr.search import build_index
+
+    ages: dict[str, float] = {}
+    make_dataset(tmp_path / "photos", 40, ages=ages)
+    index = tmp_path / "aged.sqlite"
+    build_index(tmp_path / "photos", index, FakeModel(age=True), progress=False)
+    expected = search(index, "age<30 Smiling=1", top=5)
+    assert len(expected.matches) == 5
+
+    assert main(["search", str(index), "--where", "age<30 Smiling=1", "--top", "5"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    head = lines[0].split()
+    assert head[-2:] == ["age", "Smiling"] and "age<30" not in head  # the bound is a column of years, not a probability
+    rows = [ln.split() for ln in lines[1:6]]
+    assert [r[3] for r in rows] == [m.image for m in expected.matches]
+    assert [r[-2] for r in rows] == [f"{ages[m.image]:.0f}" for m in expected.matches]
+    assert all(float(r[-2]) < 30 for r in rows)
+    assert lines[6].startswith(f"{expected.total} of {expected.searched} faces match")
+
+    assert main(["search", str(index), "--where", "age>=60", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["where"] == "age>=60" and doc["total"] == search(index, "age>=60").total > 0
+    assert all(m["age"] == ages[m["image"]] and m["age"] >= 60 for m in doc["matches"])
+
+    html = tmp_path / "sheet.html"
+    assert main(["search", str(index), "--where", "age<30 Smiling=1", "--top", "5", "--sheet", str(html)]) == 0
+    text = html.read_text()
+    assert text.count('class="age"') == 5 and f"age ~{ages[expected.matches[0].image]:.0f}" in text

@@ -315,3 +315,32 @@ def test_a_second_run_on_the_same_index_waits_and_repeats_no_work(dataset: tuple
     assert results["first"].processed == len(truth) + 1
     assert (results["second"].processed, results["second"].unchanged, second.batches) == (0, len(truth) + 1, 0)
     check_consistent(index)
+
+
+def test_ages_are_indexed_and_an_age_model_replaces_one_without_only_by_rebuild(tmp_path: Path) -> None:
+    import functools
+
+    from faceattr.search.indexer import model_identity
+
+    from .fakes import make_dataset
+
+    ages: dict[str, float] = {}
+    root = tmp_path / "photos"
+    truth = make_dataset(root, 24, ages=ages)
+    index = tmp_path / "i.sqlite"
+    plain, aged = model_identity(FakeModel(), "fake"), model_identity(FakeModel(age=True), "fake")
+    assert not plain.predicts_age and aged.predicts_age and plain.version != aged.version
+    build_index(root, index, FakeModel(), progress=False)
+    with IndexStore(index, readonly=True) as store:
+        assert not store.predicts_age and np.isnan(store.face_matrix().ages).all()
+    # The retrained model with age is another model: the index says to rebuild rather than mix the two.
+    with pytest.raises(FaceattrError, match="--rebuild"):
+        build_index(root, index, FakeModel(age=True), progress=False)
+    # Two worker processes, so the ages also travel between processes.
+    stats = build_index(root, index, functools.partial(make_fake_model, age=True), workers=2, batch_size=6, rebuild=True, progress=False)
+    assert stats.processed == stats.scanned
+    with IndexStore(index, readonly=True) as store:
+        assert store.predicts_age and store.model_identity() == aged
+        m = store.face_matrix()
+        assert len(m.ids) == sum(n for _, n in truth.values())
+        assert m.ages.tolist() == [ages[p] for p in m.paths]

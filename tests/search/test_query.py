@@ -13,7 +13,7 @@ from faceattr.errors import FaceattrError
 from faceattr.search import build_index, parse_where, probe_vector, search
 from faceattr.search.query import Term
 
-from .fakes import ATTRS, FakeModel, write_image
+from .fakes import ATTRS, FakeModel, make_dataset, write_image
 
 
 def test_parse_where_terms_case_insensitive_with_commas_and_spaces() -> None:
@@ -55,8 +55,39 @@ def test_parse_where_only_ever_raises_user_errors(text: str) -> None:
     except FaceattrError:
         return
     for t in terms:
-        assert t.attribute in ATTRS
+        assert t.attribute in ATTRS or (t.is_age and t.op in (">", ">=", "<", "<=") and 0 <= t.value <= 120)  # type: ignore[operator]
         assert t.op in ("=1", "=0", ">", ">=", "<", "<=")
+
+
+def test_parse_age_bounds_in_years() -> None:
+    assert parse_where("age<30", ATTRS) == [Term("age", "<", 30.0)]
+    assert parse_where("AGE >= 65", ATTRS) == [Term("age", ">=", 65.0)]
+    terms = parse_where("age>20 age<=40, Male=0 Young>0.5", ATTRS)
+    assert terms == [Term("age", ">", 20.0), Term("age", "<=", 40.0), Term("Male", "=0"), Term("Young", ">", 0.5)]
+    assert [t.is_age for t in terms] == [True, True, False, False]
+    # A bound on years is not a probability: 30 is fine here, and the term prints back as it was written.
+    assert " ".join(map(str, terms)) == "age>20 age<=40 Male=0 Young>0.5"
+    assert parse_where("age<12.5", ATTRS)[0].value == 12.5
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("age=30", "bounds in years, such as age<30"),
+        ("age==1", "not an exact value"),
+        ("Age=0", "not an exact value"),
+        ("age<old", "number of years between 0 and 120"),
+        ("age>200", "between 0 and 120"),
+        ("age<-5", "between 0 and 120"),
+        ("age<nan", "between 0 and 120"),
+        ("age>inf", "between 0 and 120"),
+        ("age<", "no value"),
+    ],
+)
+def test_age_terms_that_make_no_sense_are_one_line_errors(text: str, message: str) -> None:
+    with pytest.raises(FaceattrError, match=message) as e:
+        parse_where(text, ATTRS)
+    assert "\n" not in str(e.value)
 
 
 @pytest.fixture
@@ -145,3 +176,62 @@ def test_probe_without_a_face_or_nothing_to_search_are_user_errors(built: tuple[
         search(index, "Male=1", top=0)
     with pytest.raises(FaceattrError, match="did you mean"):
         search(index, "Smilling=1")
+
+
+@pytest.fixture
+def aged(tmp_path: Path) -> tuple[Path, dict, dict]:
+    """(index, truth, ages): the synthetic folder indexed with a fake model that predicts age."""
+    ages: dict[str, float] = {}
+    truth = make_dataset(tmp_path / "photos", 40, ages=ages)
+    build_index(tmp_path / "photos", tmp_path / "aged.sqlite", FakeModel(age=True), batch_size=8, progress=False)
+    return tmp_path / "aged.sqlite", truth, ages
+
+
+def test_age_bounds_filter_on_years_and_combine_with_attributes(aged: tuple[Path, dict, dict]) -> None:
+    index, truth, ages = aged
+    res = search(index, "age<30", top=1000)
+    young = [p for p, (_, n) in truth.items() for _ in range(n) if ages[p] < 30]
+    assert 0 < res.total == len(young) < res.searched
+    assert sorted(m.image for m in res.matches) == sorted(young)
+    assert all(m.age == pytest.approx(ages[m.image]) for m in res.matches)  # stored in years, not rescaled
+    # Age bounds only filter: with nothing else to rank by, every score is 1 and the order is the index order.
+    assert {m.score for m in res.matches} == {1.0} and [m.face_id for m in res.matches] == sorted(m.face_id for m in res.matches)
+    assert res.predicts_age and res.matches[0].to_dict()["age"] == round(ages[res.matches[0].image], 1)
+
+    # A range plus an attribute: the attribute ranks, the range filters.
+    both = search(index, "age>20 age<=40 Male=0", top=1000)
+    exp = _expected(
+        {p: v for p, v in truth.items() if 20 < ages[p] <= 40},
+        lambda p: p["Male"] < 0.5,
+        lambda p: 1 - p["Male"],
+    )
+    assert len(exp) >= 2
+    assert [m.image for m in both.matches] == [e[0] for e in exp]
+    np.testing.assert_allclose([m.score for m in both.matches], [e[1] for e in exp], atol=0.02)
+    assert search(index, "age>=65", top=1000).total == sum(n for p, (_, n) in truth.items() if ages[p] >= 65)
+    assert search(index, "age>50 age<40").total == 0
+
+
+def test_a_face_without_an_age_never_matches_an_age_bound(aged: tuple[Path, dict, dict]) -> None:
+    import sqlite3
+
+    index, _, _ = aged
+    everyone = search(index, "age>=0", top=1000)
+    assert everyone.total == everyone.searched
+    con = sqlite3.connect(index)
+    con.execute("UPDATE faces SET age = NULL WHERE id = ?", (everyone.matches[0].face_id,))
+    con.commit()
+    con.close()
+    assert search(index, "age>=0", top=1000).total == everyone.searched - 1
+    assert search(index, "age<=120", top=1000).total == everyone.searched - 1
+    unknown = [m for m in search(index, "Male>=0", top=1000).matches if m.age is None]
+    assert [m.face_id for m in unknown] == [everyone.matches[0].face_id]
+
+
+def test_age_terms_on_an_index_without_ages_say_to_reindex(built: tuple[Path, dict]) -> None:
+    index, _ = built
+    with pytest.raises(FaceattrError, match="have no age: its model 'fake' does not predict age.*--rebuild") as e:
+        search(index, "age<30 Male=0")
+    assert "\n" not in str(e.value)
+    res = search(index, "Male=0", top=3)
+    assert not res.predicts_age and all(m.age is None and m.to_dict()["age"] is None for m in res.matches)

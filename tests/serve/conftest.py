@@ -27,6 +27,18 @@ def indexed(tmp_path: Path) -> tuple[Path, Path, dict]:
 
 
 @pytest.fixture
+def aged_index(tmp_path: Path) -> tuple[Path, Path, dict[str, float]]:
+    """(folder, index, ages): 40 synthetic images indexed with a fake model that predicts age."""
+    from faceattr.search import build_index
+
+    root = tmp_path / "aged"
+    ages: dict[str, float] = {}
+    make_dataset(root, 40, ages=ages)
+    build_index(root, tmp_path / "aged.sqlite", FakeModel(age=True), batch_size=16, progress=False)
+    return root, tmp_path / "aged.sqlite", ages
+
+
+@pytest.fixture
 def client(indexed: tuple[Path, Path, dict]) -> Iterator[Any]:
     """TestClient of an app with the fake model and the fake index."""
     from fastapi.testclient import TestClient

@@ -30,6 +30,7 @@ def test_health_info_page_static_and_docs(client: Any, indexed: tuple[Path, Path
     info = client.get("/info").json()
     assert info["attributes"] == ATTRS and info["thresholds"] == [0.5] * len(ATTRS)
     assert info["index"]["root"] == str(root.resolve())
+    assert info["age"] is False and info["index"]["age"] is False  # neither the fake model nor its index has ages
     page = client.get("/")
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
     assert "default-src 'self'" in page.headers["content-security-policy"]
@@ -94,6 +95,50 @@ def test_predict_returns_the_models_faces_as_json(client: Any) -> None:
     assert [first["attributes"][a] for a in ATTRS] == pytest.approx(probs, abs=1 / 255)
     assert first["present"] == [a for a, p in zip(ATTRS, probs) if p >= 0.5]
     assert doc["faces"][2]["attributes"] == {}
+    assert [f["age"] for f in doc["faces"]] == [None, None, None]  # a model without age: null, never a made-up number
+
+
+def test_an_age_model_reports_age_per_face_and_its_index_searches_by_age(aged_index: tuple[Path, Path, dict]) -> None:
+    from fastapi.testclient import TestClient
+
+    _, index, ages = aged_index
+    with TestClient(create_app(FakeModel(age=True), index)) as c:
+        info = c.get("/info").json()
+        assert info["age"] is True and info["index"]["age"] is True
+        r = c.post("/predict", files={"file": ("me.png", image_bytes([0.9, 0.1, 0.8, 0.3, 0.6, 0.05], 2, age=41), "image/png")})
+        assert r.status_code == 200, r.text
+        assert [f["age"] for f in r.json()["faces"]] == [41.0, 41.0, None]  # the face too small to classify has no age
+
+        r = c.get("/search", params={"where": "age<30", "top": 500})
+        assert r.status_code == 200, r.text
+        doc = r.json()
+        lib = search(index, "age<30", top=500)
+        assert doc["where"] == "age<30" and doc["total"] == lib.total > 0
+        assert [m["face_id"] for m in doc["matches"]] == [m.face_id for m in lib.matches]
+        assert all(m["age"] == ages[m["image"]] < 30 for m in doc["matches"])
+        doc = c.get("/search", params={"where": "age>20 age<=40 Male=0", "top": 500}).json()
+        assert doc["matches"] and all(20 < m["age"] <= 40 and m["attributes"]["Male"] < 0.5 for m in doc["matches"])
+        r = c.get("/search", params={"where": "age=30"})
+        assert r.status_code == 400 and "not an exact value" in r.json()["detail"]
+
+        probe = image_bytes([0.2, 0.8, 0.6, 0.4, 0.1, 0.3], 1, age=70)
+        r = c.post("/search/like", files={"file": ("p.png", probe, "image/png")}, data={"where": "age>=60", "top": "5"})
+        assert r.status_code == 200, r.text
+        assert r.json()["matches"] and all(m["age"] >= 60 for m in r.json()["matches"])
+
+
+def test_an_age_model_over_an_index_without_ages(indexed: tuple[Path, Path, dict]) -> None:
+    """The shipped model gains age before the index is rebuilt: ages on photos, age queries say to re-index."""
+    from fastapi.testclient import TestClient
+
+    with TestClient(create_app(FakeModel(age=True), indexed[1])) as c:
+        info = c.get("/info").json()
+        assert info["age"] is True and info["index"]["age"] is False
+        assert c.post("/predict", files={"file": ("me.png", image_bytes([0.5] * 6, 1, age=33), "image/png")}).json()["faces"][0]["age"] == 33.0
+        r = c.get("/search", params={"where": "age<30"})
+        assert r.status_code == 400 and "have no age" in r.json()["detail"] and "--rebuild" in r.json()["detail"]
+        doc = c.get("/search", params={"where": "Male=0"}).json()
+        assert doc["matches"] and all(m["age"] is None for m in doc["matches"])
 
 
 def test_upload_limits(indexed: tuple[Path, Path, dict]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,7 @@ def test_upload_shows_boxes_and_bars_and_search_shows_a_gallery(browser_page: An
         assert values == [f"{round(p * 100)}%" for p in sorted(probs, reverse=True)]
         assert cards.nth(0).locator(".bar.on").count() == sum(p >= 0.5 for p in probs)
         assert "Too small" in cards.nth(2).inner_text()
+        assert page.locator(".face-card .age").count() == 0  # the fake model predicts no age: nothing shown
         # The canvas shows the photo (its aspect ratio) with face 1's box drawn in face 1's colour.
         width, height = 8 * (len(ATTRS) + 1) + 16, 48
         w, h, edge = page.evaluate(
@@ -58,6 +60,7 @@ def test_upload_shows_boxes_and_bars_and_search_shows_a_gallery(browser_page: An
         page.evaluate("window.scrollTo(0, 0)")
         page.screenshot(path=str(ARTIFACTS / "serve-predict.png"), full_page=True)
 
+        assert not [q for q in page.locator("#quick button").all_inner_texts() if q.startswith("age")]
         page.fill("#where", "Male=0 Smiling=1")
         page.select_option("#top", "12")
         page.click("#search-button")
@@ -87,4 +90,55 @@ def test_upload_shows_boxes_and_bars_and_search_shows_a_gallery(browser_page: An
         notes.write_text("not really a png")
         page.set_input_files("#file", str(notes))
         page.wait_for_function("() => document.getElementById('toast').textContent.includes('not an image')")
+    assert errors == []
+
+
+def test_ages_show_on_face_cards_and_search_by_age_shows_them_on_tiles(browser_page: Any, aged_index: tuple[Path, Path, dict],
+                                                                      tmp_path: Path) -> None:
+    page = browser_page
+    _, index, ages = aged_index
+    photo = write_image(tmp_path / "upload.png", [0.93, 0.12, 0.71, 0.45, 0.66, 0.05], n_faces=2, age=41)
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    ARTIFACTS.mkdir(exist_ok=True)
+
+    with live_server(create_app(FakeModel(age=True), index)) as url:
+        page.goto(url)
+        page.wait_for_selector("#status.ok")
+        assert "age<30 or age>=65" in page.inner_text("#index-info")
+
+        page.set_input_files("#file", str(photo))
+        page.wait_for_selector(".face-card .bar")
+        cards = page.locator(".face-card")
+        assert cards.count() == 3
+        # In each classified face's header, beside its name; the face too small to classify has none.
+        assert [cards.nth(i).locator(".face-head .age").all_inner_texts() for i in range(3)] == [["age ~41"], ["age ~41"], []]
+        page.evaluate("window.scrollTo(0, 0)")
+        page.screenshot(path=str(ARTIFACTS / "serve-predict-age.png"), full_page=True)
+
+        page.fill("#where", "age<30")
+        page.select_option("#top", "48")
+        page.click("#search-button")
+        page.wait_for_selector("#gallery figure")
+        lib = search(index, "age<30", top=48)
+        tiles = page.locator("#gallery figure")
+        assert tiles.count() == len(lib.matches) > 0
+        assert tiles.locator(".file").all_inner_texts() == [m.image for m in lib.matches]
+        # Math.round: half years round up (the fake's ages include x.5).
+        assert tiles.locator(".age").all_inner_texts() == [f"age ~{math.floor(ages[m.image] + 0.5)}" for m in lib.matches]
+        assert all(ages[m.image] < 30 for m in lib.matches)
+        assert f"{lib.total} of {lib.searched} faces match" in page.inner_text("#search-summary")
+
+        # The age examples are offered for an index with ages, and run.
+        page.locator("#quick button", has_text="age<30 Smiling=1").click()
+        page.wait_for_function("() => document.getElementById('search-summary').textContent.startsWith('age<30 Smiling=1')")
+        both = search(index, "age<30 Smiling=1", top=48)
+        assert tiles.locator(".file").all_inner_texts() == [m.image for m in both.matches]
+        page.evaluate("window.scrollTo(0, 0)")
+        page.screenshot(path=str(ARTIFACTS / "serve-search-age.png"), full_page=True)
+
+        page.fill("#where", "age=30")
+        page.click("#search-button")
+        page.wait_for_selector("#toast:not([hidden])")
+        assert "not an exact value" in page.inner_text("#toast")
     assert errors == []

@@ -6,7 +6,6 @@ is driven directly; the list of operations is checked against the schema so none
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,10 +29,13 @@ OPERATIONS = [
 ]
 
 
-@pytest.fixture
-def api_schema(indexed: tuple[Path, Path, dict]) -> Any:
-    """The app's OpenAPI schema, loaded over ASGI (no sockets), with a small upload limit."""
-    app = create_app(FakeModel(), indexed[1], max_upload_bytes=200_000)
+@pytest.fixture(params=[False, True], ids=["no-age", "age"])
+def api_schema(request: pytest.FixtureRequest) -> Any:
+    """The app's OpenAPI schema, loaded over ASGI (no sockets), with a small upload limit; once with a
+    model and index without ages, once with ones that have them."""
+    age = request.param
+    index = request.getfixturevalue("aged_index" if age else "indexed")[1]
+    app = create_app(FakeModel(age=age), index, max_upload_bytes=200_000)
     return schemathesis.openapi.from_asgi("/openapi.json", app)
 
 

@@ -18,7 +18,8 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "predict",
         help="detect faces in photos and predict their attributes",
-        description="Detect every face, align it like CelebA and print its attributes. Folders are "
+        description="Detect every face, align it like CelebA and print its attributes (and its estimated age, "
+        "for a model that predicts age). Folders are "
         "searched recursively for images; glob patterns (quoted) are expanded.",
     )
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files, folders or glob patterns")
@@ -135,7 +136,8 @@ def _annotate(path: str, faces: list[Any], out: Any) -> None:
         for px, py in f.landmarks:
             r = width + 1
             draw.ellipse([px - r, py - r, px + r, py + r], fill=(255, 40, 40))
-        label = f"#{k} too small" if f.too_small else f"#{k} " + ", ".join(f.present[:4])
+        age = [] if f.age is None else [f"age ~{f.age:.0f}"]
+        label = f"#{k} too small" if f.too_small else f"#{k} " + ", ".join([*age, *f.present[:4]])
         # Dark backing so the label reads on any background.
         tx, ty = x, y + h + 2
         draw.rectangle(draw.textbbox((tx, ty), label), fill=(0, 0, 0))
@@ -160,6 +162,8 @@ def _print_human(res: Any, threshold_of: dict[str, float], min_face: int) -> Non
         if f.too_small:
             print(f"    face too small ({min(w, h):.0f} px < --min-face {min_face} px): not classified")
             continue
+        if f.age is not None:  # only models trained with an age source estimate it
+            print(f"    age ~{f.age:.0f}")
         print(f"    present: {', '.join(f.present) if f.present else '(none)'}")
         width = max(len(a) for a in f.probabilities)
         for name, prob in sorted(f.probabilities.items(), key=lambda kv: -kv[1]):

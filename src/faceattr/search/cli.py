@@ -35,10 +35,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "search",
         help="find faces in an index by attributes or by a look-alike photo",
         description="Find faces by attribute terms (--where 'Male=0 Eyeglasses=1 Young>0.8'), ranked by joint "
-        "probability, and/or by similarity to the face in a photo (--like).",
+        "probability, and/or by similarity to the face in a photo (--like). With a model that predicts age, "
+        "age bounds in years filter too (--where 'age>20 age<=40 Smiling=1').",
     )
     s.add_argument("index", help="index file written by `faceattr index`")
-    s.add_argument("--where", default="", help="terms like 'Male=0 Eyeglasses=1 Smiling=1 Young>0.8 Blond_Hair<0.2'")
+    s.add_argument("--where", default="", help="terms like 'Male=0 Eyeglasses=1 Smiling=1 Young>0.8 Blond_Hair<0.2 age<30'")
     s.add_argument("--like", metavar="IMAGE", help="rank by similarity to the largest face in this photo")
     s.add_argument("--space", choices=("logits", "probs"), default="logits", help="vector space for --like cosine similarity")
     s.add_argument("--top", type=int, default=20, help="how many matches to show (default 20)")
@@ -96,12 +97,15 @@ def _format_table(result: object) -> str:
     from faceattr.search.query import SearchResult
 
     assert isinstance(result, SearchResult)
-    attrs = [t.attribute for t in result.terms]
-    head = ["rank", "score", "face", "image", "box (x,y,w,h)", *attrs]
+    attrs = [t.attribute for t in result.terms if not t.is_age]
+    # The age column only for an index whose model estimates age; an unknown age shows as "-".
+    age_head = ["age"] if result.predicts_age else []
+    head = ["rank", "score", "face", "image", "box (x,y,w,h)", *age_head, *attrs]
     rows = []
     for i, m in enumerate(result.matches, 1):
         box = ",".join(f"{v:.0f}" for v in m.box)
-        rows.append([str(i), f"{m.score:.4f}", str(m.face_id), m.image, box, *(f"{m.probabilities[a]:.3f}" for a in attrs)])
+        age = ["-" if m.age is None else f"{m.age:.0f}"] if result.predicts_age else []
+        rows.append([str(i), f"{m.score:.4f}", str(m.face_id), m.image, box, *age, *(f"{m.probabilities[a]:.3f}" for a in attrs)])
     widths = [max(len(r[k]) for r in [head, *rows]) for k in range(len(head))]
     lines = ["  ".join(c.rjust(w) if k != 3 else c.ljust(w) for k, (c, w) in enumerate(zip(r, widths))) for r in [head, *rows]]
     lines.append(f"{result.total} of {result.searched} faces match" + (f"; showing the top {len(rows)}" if rows else ""))

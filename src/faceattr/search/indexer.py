@@ -136,7 +136,7 @@ def plan_update(store: IndexStore, entries: Sequence[FileEntry], *, retry_errors
 
 
 def model_identity(model: Predictor, source: str) -> ModelIdentity:
-    """Name, version digest and thresholds of a loaded model, as the index records them."""
+    """Name, version digest, thresholds and whether it predicts age, for a loaded model, as the index records them."""
     meta = dict(getattr(model, "meta", None) or {})
     attributes = tuple(str(a) for a in model.attributes)
     thresholds = tuple(float(t) for t in np.asarray(model.thresholds, dtype=np.float64).ravel())
@@ -150,9 +150,13 @@ def model_identity(model: Predictor, source: str) -> ModelIdentity:
         "thresholds": [round(t, 6) for t in thresholds],
         "created": meta.get("created"),
     }
+    # Only when present, so the versions of models without age (and the indexes built with them) stay as they were.
+    predicts_age = bool(getattr(model, "predicts_age", False))
+    if predicts_age:
+        fingerprint["age"] = meta.get("age") or True
     version = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:12]
     kept = {k: meta[k] for k in ("created", "versions") if k in meta}
-    return ModelIdentity(model.name, version, source, attributes, thresholds, kept)
+    return ModelIdentity(model.name, version, source, attributes, thresholds, kept, predicts_age)
 
 
 def index_batch(
@@ -182,6 +186,7 @@ def index_batch(
                     score=float(f.score if f.score is not None else 0.0),
                     landmarks=[(float(x), float(y)) for x, y in f.landmarks],
                     probs=np.asarray([f.probabilities[a] for a in attributes], dtype=np.float32),
+                    age=None if getattr(f, "age", None) is None else float(f.age),
                 )
                 for f in res.faces
                 if f.probabilities

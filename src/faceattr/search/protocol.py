@@ -1,6 +1,8 @@
 """The part of `faceattr.infer.AttributeModel` that search and serve rely on, as a structural type.
 
 Any object with these members works (the shipped AttributeModel, an ONNX-backed one, a test double).
+Age is optional: a model with `predicts_age = True` gives each face an `age` in years; one without
+the member is taken to predict no age.
 """
 
 from __future__ import annotations

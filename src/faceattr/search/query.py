@@ -4,10 +4,12 @@ The language is a list of terms separated by spaces or commas, names case-insens
 
     Male=0 Eyeglasses=1 Smiling=1      presence: p >= the model's threshold (=1) or p < it (=0)
     Young>0.8  Blond_Hair<0.2          bounds on the probability (also >= and <=)
+    age<30  age>=65  age>20 age<=40    bounds on the estimated age in years (an index whose model predicts age)
 
-A face matches when every term holds. Matches are ranked by the joint probability: the product of
-p for every `=1` or `>` term and (1 - p) for every `=0` or `<` term. With a probe face (`--like`),
-matches are ranked instead by the cosine similarity of their attribute vectors to the probe's.
+A face matches when every term holds; a face without an age matches no age bound. Matches are
+ranked by the joint probability: the product of p for every `=1` or `>` term and (1 - p) for every
+`=0` or `<` term; age bounds only filter. With a probe face (`--like`), matches are ranked instead by
+the cosine similarity of their attribute vectors to the probe's.
 """
 
 from __future__ import annotations
@@ -24,9 +26,11 @@ from faceattr.errors import FaceattrError, resolve_names
 from faceattr.search.protocol import Predictor
 from faceattr.search.store import FaceMatrix, IndexStore
 
-__all__ = ["SPACES", "Match", "SearchResult", "Term", "face_vector", "parse_where", "probe_vector", "search"]
+__all__ = ["AGE", "MAX_AGE", "SPACES", "Match", "SearchResult", "Term", "face_vector", "parse_where", "probe_vector", "search"]
 
 SPACES = ("logits", "probs")
+AGE = "age"  # the query word for the estimated age; attribute names never clash with it (CelebA has Young)
+MAX_AGE = 120.0
 
 _TERM = re.compile(r"\s*([A-Za-z0-9_][A-Za-z0-9_\-]*)\s*(>=|<=|==|=|>|<)\s*([^\s,]*)\s*(?:,|\s|$)")
 _TRUE = {"1", "true", "yes", "y"}
@@ -36,7 +40,7 @@ _SYNTAX = "write terms like Male=0 Eyeglasses=1 Young>0.8 Blond_Hair<0.2"
 
 @dataclass(frozen=True)
 class Term:
-    """One constraint: `op` is '=1', '=0', '>', '>=', '<' or '<=' (bounds carry `value`)."""
+    """One constraint: `op` is '=1', '=0', '>', '>=', '<' or '<=' (bounds carry `value`); `attribute` "age" bounds years."""
 
     attribute: str
     op: str
@@ -44,6 +48,11 @@ class Term:
 
     def __str__(self) -> str:
         return f"{self.attribute}{self.op}" if self.value is None else f"{self.attribute}{self.op}{self.value:g}"
+
+    @property
+    def is_age(self) -> bool:
+        """Whether this is a bound on the estimated age (years) rather than on a probability."""
+        return self.attribute == AGE
 
     @property
     def wants_present(self) -> bool:
@@ -66,10 +75,14 @@ def parse_where(text: str, attributes: Sequence[str]) -> list[Term]:
             raise FaceattrError(f"cannot read '{bad}' in --where; {_SYNTAX}")
         name, op, raw = m.group(1), m.group(2), m.group(3)
         pos = m.end()
-        (attr,) = resolve_names([name], list(attributes))
+        is_age = name.lower() == AGE
+        (attr,) = [AGE] if is_age else resolve_names([name], list(attributes))
         token = f"{name}{op}{raw}"
         if not raw:
             raise FaceattrError(f"'{token}' has no value; {_SYNTAX}")
+        if is_age:
+            terms.append(_age_term(token, op, raw))
+            continue
         if op in ("=", "=="):
             if raw.lower() in _TRUE:
                 terms.append(Term(attr, "=1"))
@@ -88,25 +101,48 @@ def parse_where(text: str, attributes: Sequence[str]) -> list[Term]:
     return terms
 
 
-def _mask_and_joint(terms: Sequence[Term], probs: np.ndarray, attributes: Sequence[str], thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _age_term(token: str, op: str, raw: str) -> Term:
+    """An age bound in years; an exact age (`age=30`) is refused, since no face shows its age that precisely."""
+    if op in ("=", "=="):
+        raise FaceattrError(f"'{token}': age takes bounds in years, such as age<30, age>=65 or age>20 age<=40, not an exact value")
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 <= value <= MAX_AGE:  # also refuses nan and inf
+        raise FaceattrError(f"'{token}': the age bound must be a number of years between 0 and {MAX_AGE:g}, e.g. age<30")
+    return Term(AGE, op, value)
+
+
+def _bound(x: np.ndarray, op: str, value: float) -> np.ndarray:
+    with np.errstate(invalid="ignore"):  # NaN (an unknown age) compares False: it matches no bound
+        if op == ">":
+            return x > value
+        if op == ">=":
+            return x >= value
+        if op == "<":
+            return x < value
+        return x <= value
+
+
+def _mask_and_joint(
+    terms: Sequence[Term], probs: np.ndarray, ages: np.ndarray, attributes: Sequence[str], thresholds: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     index = {a: i for i, a in enumerate(attributes)}
     mask = np.ones(len(probs), dtype=bool)
     joint = np.ones(len(probs), dtype=np.float64)
     for t in terms:
+        if t.is_age:
+            mask &= _bound(ages.astype(np.float64), t.op, t.value)  # type: ignore[arg-type]
+            continue  # an age bound filters; it has no probability to rank by
         j = index[t.attribute]
         p = probs[:, j].astype(np.float64)
         if t.op == "=1":
             mask &= p >= thresholds[j]
         elif t.op == "=0":
             mask &= p < thresholds[j]
-        elif t.op == ">":
-            mask &= p > t.value  # type: ignore[operator]
-        elif t.op == ">=":
-            mask &= p >= t.value  # type: ignore[operator]
-        elif t.op == "<":
-            mask &= p < t.value  # type: ignore[operator]
-        elif t.op == "<=":
-            mask &= p <= t.value  # type: ignore[operator]
+        else:
+            mask &= _bound(p, t.op, t.value)  # type: ignore[arg-type]
         joint *= p if t.wants_present else 1.0 - p
     return mask, joint
 
@@ -139,9 +175,10 @@ class Match:
     joint: float | None
     similarity: float | None
     probabilities: dict[str, float]
+    age: float | None = None  # estimated years, None when the index's model does not predict age
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
+        """JSON-ready form; "age" is years, or null."""
         return {
             "face_id": self.face_id,
             "image": self.image,
@@ -150,6 +187,7 @@ class Match:
             "joint": None if self.joint is None else round(self.joint, 6),
             "similarity": None if self.similarity is None else round(self.similarity, 6),
             "attributes": {k: round(v, 6) for k, v in self.probabilities.items()},
+            "age": None if self.age is None else round(self.age, 1),
         }
 
 
@@ -164,6 +202,7 @@ class SearchResult:
     like: bool = False
     root: str = ""
     attributes: list[str] = field(default_factory=list)
+    predicts_age: bool = False  # the index's faces carry an age
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -223,9 +262,15 @@ def _search(store: IndexStore, where: str, like: np.ndarray | None, top: int, sp
     terms = parse_where(where, attributes)
     if not terms and like is None:
         raise FaceattrError(f"nothing to search for: give --where terms ({_SYNTAX}) and/or --like IMAGE")
+    predicts_age = store.predicts_age
+    if not predicts_age and any(t.is_age for t in terms):
+        raise FaceattrError(
+            f"the faces in {store.path} have no age: its model '{store.get_meta('model_name')}' does not predict age; "
+            f"re-index with one that does (faceattr index {store.get_meta('root') or 'FOLDER'} --out {store.path} --model MODEL --rebuild)"
+        )
     m = matrix if matrix is not None else store.face_matrix()
     thresholds = store.thresholds
-    mask, joint = _mask_and_joint(terms, m.probs, attributes, thresholds)
+    mask, joint = _mask_and_joint(terms, m.probs, m.ages, attributes, thresholds)
     similarity: np.ndarray | None = None
     if like is not None:
         like = np.asarray(like, dtype=np.float32).ravel()
@@ -247,7 +292,9 @@ def _search(store: IndexStore, where: str, like: np.ndarray | None, top: int, sp
             joint=float(joint[i]) if terms else None,
             similarity=None if similarity is None else float(similarity[i]),
             probabilities={a: float(p) for a, p in zip(attributes, m.probs[i])},
+            age=None if np.isnan(m.ages[i]) else float(m.ages[i]),
         )
         for i in order
     ]
-    return SearchResult(terms, matches, int(mask.sum()), len(m.ids), like is not None, str(store.get_meta("root") or ""), attributes)
+    root = str(store.get_meta("root") or "")
+    return SearchResult(terms, matches, int(mask.sum()), len(m.ids), like is not None, root, attributes, predicts_age)

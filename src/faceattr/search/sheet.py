@@ -58,8 +58,9 @@ def thumbnail_jpeg(root: Path, relative: str, box: tuple[float, float, float, fl
 
 def _caption(result: SearchResult, rank: int) -> list[str]:
     m = result.matches[rank]
-    lines = [f"#{rank + 1}  score {m.score:.3f}", Path(m.image).name]
-    terms = ", ".join(f"{t.attribute[:12]} {m.probabilities[t.attribute]:.2f}" for t in result.terms[:3])
+    lines = [f"#{rank + 1}  score {m.score:.3f}" + ("" if m.age is None else f"  age ~{m.age:.0f}"), Path(m.image).name]
+    shown = [t for t in result.terms if not t.is_age][:3]
+    terms = ", ".join(f"{t.attribute[:12]} {m.probabilities[t.attribute]:.2f}" for t in shown)
     if terms:
         lines.append(terms)
     return lines
@@ -87,11 +88,13 @@ def _write_html(result: SearchResult, thumbs: list[Image.Image], out: Path, titl
             f'<div class="bar"><span>{html.escape(a.attribute)}</span><i style="width:{m.probabilities[a.attribute] * 100:.0f}%"></i>'
             f"<b>{m.probabilities[a.attribute]:.2f}</b></div>"
             for a in result.terms
+            if not a.is_age
         )
+        age = "" if m.age is None else f'<div class="age">age ~{m.age:.0f}</div>'
         tiles.append(
             f'<figure><img src="data:image/jpeg;base64,{data}" alt="face {m.face_id}">'
             f'<figcaption><div class="rank">#{i + 1} <span>{m.score:.3f}</span></div>'
-            f'<div class="path" title="{html.escape(m.image)}">{html.escape(m.image)}</div>{bars}</figcaption></figure>'
+            f'<div class="path" title="{html.escape(m.image)}">{html.escape(m.image)}</div>{age}{bars}</figcaption></figure>'
         )
     doc = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
@@ -102,7 +105,7 @@ main{{display:grid;grid-template-columns:repeat(auto-fill,minmax(180px,1fr));gap
 figure{{margin:0;background:#1e293b;border-radius:10px;overflow:hidden}}
 img{{width:100%;display:block;aspect-ratio:1}}
 figcaption{{padding:8px 10px}} .rank{{font-weight:600}} .rank span{{float:right;color:#38bdf8}}
-.path{{color:#94a3b8;font-size:12px;white-space:nowrap;overflow:hidden;text-overflow:ellipsis}}
+.path{{color:#94a3b8;font-size:12px;white-space:nowrap;overflow:hidden;text-overflow:ellipsis}} .age{{font-size:12px}}
 .bar{{display:grid;grid-template-columns:1fr 60px 34px;gap:6px;align-items:center;font-size:12px}}
 .bar i{{height:6px;background:#38bdf8;border-radius:3px}} .bar b{{font-weight:500;text-align:right}}
 </style></head><body>

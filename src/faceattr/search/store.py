@@ -1,9 +1,9 @@
 """The attribute index: one SQLite file (WAL mode) that maps every face under a folder to its attributes.
 
-Schema (``schema_version`` 1)::
+Schema (``schema_version`` 2)::
 
     meta(key TEXT PRIMARY KEY, value TEXT NOT NULL)
-        schema_version  "1"
+        schema_version  "2"
         root            absolute path of the indexed folder; every files.path is relative to it
         model_name      AttributeModel.name of the model that produced every row
         model_version   short digest of that model's name, attributes, thresholds and creation time
@@ -11,6 +11,7 @@ Schema (``schema_version`` 1)::
         model_meta      JSON: {"created", "versions"} from the checkpoint
         attributes      JSON list of attribute names; the order of every faces.probs vector
         thresholds      JSON list of per-attribute decision thresholds (what `Attr=1` means)
+        predicts_age    "1" when that model estimates age (faces.age is filled), "0" or absent when not
         created, updated  ISO-8601 UTC times
         generation      integer bumped by every committed write, so readers know when to reload
 
@@ -31,7 +32,13 @@ Schema (``schema_version`` 1)::
           landmarks TEXT NOT NULL,            -- JSON [[x, y] * 5]: eyes, nose, mouth corners
           probs BLOB NOT NULL,                -- float32 little-endian [len(attributes)]
           model TEXT NOT NULL, model_version TEXT NOT NULL,
+          age REAL,                           -- estimated age in years; NULL when the model has no age output
           UNIQUE(file_id, face_index))
+
+Schema 2 added `faces.age` and `meta.predicts_age`. A schema-1 index is upgraded in place when it is
+next opened for writing (the column is added, NULL for every face) and read as "no ages" until then;
+its model predicted no age, so nothing is lost, and an age model needs `faceattr index --rebuild`
+anyway (its version differs).
 
 A file row and its face rows are always written in the same transaction, so a file is either fully
 indexed or absent; a run commits once per batch, and a kill loses at most the batch in flight.
@@ -69,7 +76,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -93,6 +100,7 @@ CREATE TABLE IF NOT EXISTS faces (
     probs BLOB NOT NULL,
     model TEXT NOT NULL,
     model_version TEXT NOT NULL,
+    age REAL,
     UNIQUE (file_id, face_index)
 );
 CREATE INDEX IF NOT EXISTS faces_file ON faces(file_id);
@@ -120,6 +128,7 @@ class FaceRecord:
     score: float
     landmarks: list[tuple[float, float]]
     probs: np.ndarray  # float32 [A], in the index's attribute order
+    age: float | None = None  # years, None when the model does not predict age
 
 
 @dataclass
@@ -138,7 +147,8 @@ class FileRecord:
             "status": self.status,
             "error": self.error,
             "faces": [
-                {"box": list(f.box), "score": f.score, "landmarks": [list(p) for p in f.landmarks], "probs": f.probs.tolist()}
+                {"box": list(f.box), "score": f.score, "landmarks": [list(p) for p in f.landmarks], "probs": f.probs.tolist(),
+                 "age": f.age}
                 for f in self.faces
             ],
         }
@@ -153,6 +163,7 @@ class FileRecord:
                 score=float(f["score"]),
                 landmarks=[(float(x), float(y)) for x, y in f["landmarks"]],
                 probs=np.asarray(f["probs"], dtype=np.float32),
+                age=None if f.get("age") is None else float(f["age"]),
             )
             for f in d["faces"]
         ]
@@ -169,6 +180,7 @@ class ModelIdentity:
     attributes: tuple[str, ...]
     thresholds: tuple[float, ...]
     meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    predicts_age: bool = False
 
 
 @dataclass
@@ -181,6 +193,7 @@ class FaceMatrix:
     boxes: np.ndarray  # float32 [N, 4]
     scores: np.ndarray  # float32 [N]
     probs: np.ndarray  # float32 [N, A]
+    ages: np.ndarray  # float32 [N], years; NaN where unknown (NaN fails every comparison, so it matches no age bound)
 
 
 @dataclass
@@ -196,6 +209,7 @@ class FaceRow:
     probabilities: dict[str, float]
     model: str
     model_version: str
+    age: float | None = None  # years, None when the index's model does not predict age
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -209,6 +223,7 @@ class FaceRow:
             "attributes": self.probabilities,
             "model": self.model,
             "model_version": self.model_version,
+            "age": self.age,
         }
 
 
@@ -257,6 +272,7 @@ class IndexStore:
             if create:
                 self.conn.executescript(_SCHEMA)
             self._check_schema()
+            self._has_age = self._upgrade()
         except sqlite3.DatabaseError as e:
             raise FaceattrError(f"{self.path} is not a faceattr index ({e})") from None
 
@@ -267,6 +283,20 @@ class IndexStore:
         version = self.get_meta("schema_version")
         if version is not None and int(version) > SCHEMA_VERSION:
             raise FaceattrError(f"{self.path} uses index schema {version}, newer than this faceattr reads; upgrade faceattr")
+
+    def _upgrade(self) -> bool:
+        """Add schema 2's faces.age column to an older index opened for writing; returns whether the column exists."""
+        columns = {r[1] for r in self.conn.execute("PRAGMA table_info(faces)")}
+        if "age" in columns:
+            return True
+        if self.readonly:
+            return False  # read as "no ages"; the next `faceattr index` run adds the column
+        with self.transaction() as conn:
+            conn.execute("ALTER TABLE faces ADD COLUMN age REAL")
+            if self.get_meta("schema_version") is not None:
+                self._set_meta(conn, {"schema_version": str(SCHEMA_VERSION)})
+        logger.info("%s: upgraded to index schema %d (faces.age added; the faces already indexed have no age)", self.path, SCHEMA_VERSION)
+        return True
 
     def close(self) -> None:
         """Close the connection."""
@@ -321,6 +351,11 @@ class IndexStore:
         return np.asarray(json.loads(self.get_meta("thresholds") or "[]"), dtype=np.float32)
 
     @property
+    def predicts_age(self) -> bool:
+        """Whether the index's model estimates age, so its faces carry one."""
+        return self._has_age and self.get_meta("predicts_age") == "1"
+
+    @property
     def generation(self) -> int:
         """Bumped by every committed write."""
         return int(self.get_meta("generation") or 0)
@@ -337,6 +372,7 @@ class IndexStore:
             attributes=tuple(json.loads(m["attributes"])),
             thresholds=tuple(json.loads(m["thresholds"])),
             meta=json.loads(m.get("model_meta", "{}")),
+            predicts_age=m.get("predicts_age") == "1",
         )
 
     def initialise(self, root: Path, model: ModelIdentity, *, rebuild: bool = False) -> None:
@@ -369,6 +405,7 @@ class IndexStore:
                 "model_meta": json.dumps(model.meta),
                 "attributes": json.dumps(list(model.attributes)),
                 "thresholds": json.dumps([float(t) for t in model.thresholds]),
+                "predicts_age": "1" if model.predicts_age else "0",
                 "updated": _now(),
             }
             if self.get_meta("created") is None or rebuild:
@@ -417,13 +454,14 @@ class IndexStore:
                     probs = np.asarray(f.probs, dtype="<f4")
                     if probs.shape != (n_attr,):
                         raise ValueError(f"{rec.entry.path}: face {i} has {probs.shape} probabilities, expected ({n_attr},)")
+                    age = None if f.age is None or not model.predicts_age else float(f.age)
                     rows.append(
                         (file_id, i, *map(float, f.box), float(f.score), json.dumps([list(map(float, p)) for p in f.landmarks]),
-                         probs.tobytes(), model.name, model.version)
+                         probs.tobytes(), model.name, model.version, age)
                     )
                 conn.executemany(
-                    "INSERT INTO faces(file_id, face_index, x, y, w, h, score, landmarks, probs, model, model_version) "
-                    "VALUES(?,?,?,?,?,?,?,?,?,?,?)",
+                    "INSERT INTO faces(file_id, face_index, x, y, w, h, score, landmarks, probs, model, model_version, age) "
+                    "VALUES(?,?,?,?,?,?,?,?,?,?,?,?)",
                     rows,
                 )
             self._set_meta(conn, {"updated": now})
@@ -446,26 +484,29 @@ class IndexStore:
     def face_matrix(self) -> FaceMatrix:
         """Load every face as arrays (one pass over the faces table)."""
         n_attr = len(self.attributes)
+        age = "age" if self._has_age else "NULL"
         rows = self.conn.execute(
-            "SELECT faces.id, faces.file_id, files.path, x, y, w, h, score, probs FROM faces "
+            f"SELECT faces.id, faces.file_id, files.path, x, y, w, h, score, probs, {age} FROM faces "
             "JOIN files ON files.id = faces.file_id ORDER BY faces.id"
         ).fetchall()
         if not rows:
             return FaceMatrix(
                 np.zeros(0, np.int64), np.zeros(0, np.int64), [], np.zeros((0, 4), np.float32), np.zeros(0, np.float32),
-                np.zeros((0, n_attr), np.float32),
+                np.zeros((0, n_attr), np.float32), np.zeros(0, np.float32),
             )
         ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
         file_ids = np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows))
         boxes = np.asarray([r[3:7] for r in rows], dtype=np.float32)
         scores = np.fromiter((r[7] for r in rows), dtype=np.float32, count=len(rows))
         probs = np.frombuffer(b"".join(r[8] for r in rows), dtype="<f4").reshape(len(rows), n_attr).astype(np.float32)
-        return FaceMatrix(ids, file_ids, [r[2] for r in rows], boxes, scores, probs)
+        ages = np.fromiter((np.nan if r[9] is None else r[9] for r in rows), dtype=np.float32, count=len(rows))
+        return FaceMatrix(ids, file_ids, [r[2] for r in rows], boxes, scores, probs, ages)
 
     def face(self, face_id: int) -> FaceRow | None:
         """One face by id, or None."""
+        age = "age" if self._has_age else "NULL"
         r = self.conn.execute(
-            "SELECT faces.id, files.path, face_index, x, y, w, h, score, landmarks, probs, model, model_version "
+            f"SELECT faces.id, files.path, face_index, x, y, w, h, score, landmarks, probs, model, model_version, {age} "
             "FROM faces JOIN files ON files.id = faces.file_id WHERE faces.id=?",
             (int(face_id),),
         ).fetchone()
@@ -476,7 +517,7 @@ class IndexStore:
             id=r[0], path=r[1], face_index=r[2], box=(r[3], r[4], r[5], r[6]), score=r[7],
             landmarks=[(float(x), float(y)) for x, y in json.loads(r[8])],
             probabilities={a: float(p) for a, p in zip(self.attributes, probs)},
-            model=r[10], model_version=r[11],
+            model=r[10], model_version=r[11], age=None if r[12] is None else float(r[12]),
         )
 
     def has_file(self, path: str) -> bool:

@@ -4,10 +4,10 @@ Endpoints (OpenAPI docs at /docs and /redoc, with their scripts served locally):
 
     GET  /                    the web page (serve/static/)
     GET  /healthz             liveness: model name, index counts
-    GET  /info                attributes, thresholds, limits and index status, for the page
-    POST /predict             multipart `file` -> ImageResult.to_dict() plus the image's width/height
+    GET  /info                attributes, thresholds, whether age is predicted, limits and index status, for the page
+    POST /predict             multipart `file` -> ImageResult.to_dict() (each face's "age": years or null) plus width/height
     POST /explain             multipart `file`, `attribute` (+ face, scale) -> occlusion figures and a PNG data URL
-    GET  /search              ?where=Male=0 Eyeglasses=1&top=20 -> ranked faces from the index
+    GET  /search              ?where=Male=0 Eyeglasses=1 age<30&top=20 -> ranked faces from the index
     POST /search/like         multipart `file` (+ where, top, face) -> faces most like a face in the photo
     GET  /image/{face_id}     JPEG crop of an indexed face (?size=)
     GET  /image/{face_id}/full  the whole indexed image (upright, re-encoded as JPEG)
@@ -274,10 +274,12 @@ def create_app(
         index = None
         if svc.index_path is not None:
             with svc.store() as store:
-                index = {"path": str(svc.index_path), "root": str(store.root), "model": store.get_meta("model_name"), **store.counts()}
+                index = {"path": str(svc.index_path), "root": str(store.root), "model": store.get_meta("model_name"),
+                         "age": store.predicts_age, **store.counts()}
         return {
             "version": __version__,
             "model": model.name,
+            "age": bool(getattr(model, "predicts_age", False)),
             "attributes": list(model.attributes),
             "thresholds": [round(float(t), 4) for t in np.asarray(model.thresholds).ravel()],
             "max_upload_bytes": max_upload_bytes,
@@ -285,7 +287,7 @@ def create_app(
             "index": index,
         }
 
-    @app.post("/predict", summary="Faces and attributes of an uploaded photo")
+    @app.post("/predict", summary="Faces, attributes and (for a model that predicts it) age of an uploaded photo")
     async def predict(file: Annotated[UploadFile, File(description="an image: JPEG, PNG, WebP, BMP, GIF or TIFF")]) -> dict[str, Any]:
         from faceattr.infer import ImageResult
         from faceattr.infer.image_io import is_grayscale
@@ -313,7 +315,8 @@ def create_app(
 
     @app.get("/search", summary="Faces in the index that match attribute terms, best first")
     def search_get(
-        where: Annotated[str, Query(max_length=2000, description="terms like `Male=0 Eyeglasses=1 Young>0.8`")],
+        where: Annotated[str, Query(max_length=2000, description="terms like `Male=0 Eyeglasses=1 Young>0.8`, and `age<30` (years) "
+                                    "when the index's model predicts age")],
         top: Annotated[int, Query(ge=1, le=500)] = 20,
     ) -> dict[str, Any]:
         with svc.store() as store:

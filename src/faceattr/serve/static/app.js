@@ -4,7 +4,8 @@
 
 const COLORS = ["#4f46e5", "#f97316", "#0ea5e9", "#16a34a", "#db2777", "#ca8a04", "#7c3aed", "#0d9488"];
 const BARS_SHOWN = 12;
-const EXAMPLES = ["Smiling=1 Eyeglasses=1", "Male=0 Blond_Hair=1", "Male=1 Goatee=1", "Young>0.8 Wearing_Hat=1", "Bald=1", "Male=0 Smiling=0"];
+const EXAMPLES = ["Smiling=1 Eyeglasses=1", "Male=0 Blond_Hair=1", "Male=1 Goatee=1", "Young>0.8 Wearing_Hat=1", "Bald=1", "Male=0 Smiling=0",
+  "age<30 Smiling=1", "age>=60 Eyeglasses=1"];
 
 const $ = (id) => document.getElementById(id);
 const state = { info: null, file: null, result: null, bitmap: null, active: -1 };
@@ -23,6 +24,8 @@ function el(tag, props = {}, ...children) {
 
 function pretty(name) { return name.replace(/_/g, " "); }
 function pct(p) { return `${Math.round(p * 100)}%`; }
+// Estimated age in years, or null (a model without an age output): shown only when known.
+function ageText(age) { return age == null ? null : `age ~${Math.round(age)}`; }
 
 let toastTimer = null;
 function toast(message, isError = true) {
@@ -58,10 +61,14 @@ async function loadInfo() {
     const list = $("attr-list");
     for (const a of info.attributes) list.append(el("option", { value: `${a}=1` }));
     if (info.index) {
+      const ages = Boolean(info.index.age);
+      if (ages) list.append(el("option", { value: "age<30" }));
       $("index-info").textContent =
         `${info.index.faces.toLocaleString()} faces in ${info.index.files.toLocaleString()} images under ${info.index.root}. ` +
-        "Terms: Attr=1 / Attr=0 (model threshold) or bounds like Young>0.8; ranked by joint probability.";
+        "Terms: Attr=1 / Attr=0 (model threshold) or bounds like Young>0.8" +
+        (ages ? "; age in years like age<30 or age>=65" : "") + "; ranked by joint probability.";
       const known = new Set(info.attributes.map((a) => a.toLowerCase()));
+      if (ages) known.add("age");
       for (const q of EXAMPLES) {
         if (!q.split(/\s+/).every((t) => known.has(t.split(/[=<>]/)[0].toLowerCase()))) continue;
         $("quick").append(el("button", { type: "button", text: q, onclick: () => { $("where").value = q; runSearch(); } }));
@@ -177,6 +184,7 @@ function renderFaces() {
     const head = el("div", { class: "face-head" },
       el("span", { class: "swatch" }),
       el("h3", { text: `Face ${i + 1}` }),
+      f.age != null ? el("span", { class: "age", text: ageText(f.age) }) : null,
       el("span", { class: "meta", text: f.score != null ? `detector ${pct(f.score)} · ${Math.round(f.box[2])}×${Math.round(f.box[3])} px` : "" }));
     if (info.index && entries.length) {
       head.append(el("button", { type: "button", class: "ghost", text: "Find look-alikes", onclick: () => lookAlikes(i) }));
@@ -250,12 +258,15 @@ function tile(m, i, terms) {
   const img = el("img", { src: m.image_url, alt: `face ${m.face_id} from ${m.image}`, loading: "lazy", width: "160", height: "160" });
   const bar = el("i");
   bar.style.width = pct(Math.max(0, Math.min(1, m.score)));
-  const details = terms.map((a) => `${pretty(a)} ${pct(m.attributes[a])}`).join(" · ");
+  // An age term ("age<30") has no probability: the tile shows the face's age instead.
+  const details = [ageText(m.age), ...terms.filter((a) => a in m.attributes).map((a) => `${pretty(a)} ${pct(m.attributes[a])}`)]
+    .filter((t) => t != null).join(" · ");
   return el("figure", { class: "tile", title: `${m.image}\n${details}` },
     el("a", { href: m.full_url, target: "_blank", rel: "noopener" }, img),
     el("figcaption", {},
       el("div", { class: "rank" }, el("span", { text: `#${i + 1}` }), el("span", { class: "score", text: m.score.toFixed(3) })),
       el("div", { class: "file", text: m.image }),
+      m.age != null ? el("div", { class: "age", text: ageText(m.age) }) : null,
       el("div", { class: "mini" }, bar)));
 }
 
