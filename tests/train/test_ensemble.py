@@ -177,6 +177,30 @@ def test_interpolation_lies_on_the_line_between_a_model_and_its_copy(members: tu
         assert torch.allclose(end(x), mb(x), atol=1e-5)
 
 
+def test_interpolation_with_a_fine_tune_that_grew_an_age_output(members: tuple[Path, Path], tmp_path: Path) -> None:
+    # Attribute rows and the backbone mix; the age row is the fine-tune's own at every alpha.
+    from faceattr.train import interpolate_checkpoints
+
+    a = members[0]
+    b = build_checkpoint(tmp_path / "b.safetensors", "celeb_cnn", num_outputs=5, seed=3, size=(64, 64),
+                         attributes=ATTRS, config=SPLIT_CFG, age=True)
+    (ma, _), (mb, _) = load_checkpoint(a), load_checkpoint(b)
+    sa, sb = ma.state_dict(), mb.state_dict()
+    out = interpolate_checkpoints(a, b, tmp_path / "mix.safetensors", alpha=0.25)
+    mixed, meta = load_checkpoint(out)
+    assert meta["age"] == {"mean": 35.0, "std": 20.0} and meta["model"]["kwargs"]["num_outputs"] == 6
+    for k, v in mixed.state_dict().items():
+        if not v.is_floating_point():
+            continue
+        if v.shape != sa[k].shape:  # the head: 5 attribute rows, then age
+            assert torch.allclose(v[:5], 0.75 * sa[k] + 0.25 * sb[k][:5], atol=1e-6), k
+            assert torch.allclose(v[5:], sb[k][5:], atol=1e-6), k
+        else:
+            assert torch.allclose(v, 0.75 * sa[k] + 0.25 * sb[k], atol=1e-6), k
+    with pytest.raises(FaceattrError, match="put the model with the age output second"):
+        interpolate_checkpoints(b, a, tmp_path / "x.safetensors")
+
+
 def test_interpolation_refuses_different_networks_attributes_or_splits(members: tuple[Path, Path],
                                                                       tmp_path: Path) -> None:
     from faceattr.train import interpolate_checkpoints

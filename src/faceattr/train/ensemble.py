@@ -150,7 +150,15 @@ def interpolate_checkpoints(first: str | Path, second: str | Path, out: str | Pa
         raise FaceattrError(f"{out} already exists; choose another --out or pass overwrite")
     model_a, meta_a = load_checkpoint(a_path)
     model_b, meta_b = load_checkpoint(b_path)
-    if meta_a["model"] != meta_b["model"] or list(meta_a["attributes"]) != list(meta_b["attributes"]):
+    # A fine-tune that added an age output (data.sources with UTKFace) still interpolates with its
+    # start: the attribute rows mix, the age row is the fine-tune's own.
+    grew_age = bool(meta_b.get("age")) and not meta_a.get("age")
+    model_spec_a = dict(meta_a["model"])
+    if grew_age and "kwargs" in model_spec_a:
+        model_spec_a["kwargs"] = {**model_spec_a["kwargs"], "num_outputs": model_spec_a["kwargs"]["num_outputs"] + 1}
+    if bool(meta_a.get("age")) and not meta_b.get("age"):
+        raise FaceattrError(f"{a_path} predicts age and {b_path} does not; put the model with the age output second")
+    if model_spec_a != meta_b["model"] or list(meta_a["attributes"]) != list(meta_b["attributes"]):
         raise FaceattrError(f"{a_path} and {b_path} are different networks or predict different attributes; "
                             "only a model and a fine-tuned copy of it can be interpolated")
     if meta_a["model"]["name"] == ENSEMBLE:
@@ -158,6 +166,10 @@ def interpolate_checkpoints(first: str | Path, second: str | Path, out: str | Pa
     if _data_split_key(meta_a) != _data_split_key(meta_b):
         raise FaceattrError(f"{a_path} and {b_path} were trained on different data splits")
     sa, sb = model_a.state_dict(), model_b.state_dict()
+    if grew_age:  # give the first model the second's age row, so it drops out of the mix
+        n = len(meta_a["attributes"])
+        sa = {k: torch.cat([v, sb[k][n:].to(v.dtype)]) if v.shape != sb[k].shape and v.shape[0] == n else v
+              for k, v in sa.items()}
     model_b.load_state_dict({k: torch.lerp(v.float(), sb[k].float(), alpha).to(v.dtype) if v.is_floating_point() else sb[k]
                              for k, v in sa.items()})
     meta = {k: v for k, v in meta_b.items() if k not in ("train_state", "thresholds", "calibration", "shipped_as")}
