@@ -769,9 +769,12 @@ def fit(cfg: TrainConfig, *, resume: bool = False) -> Path:
                 save_checkpoint(out / "best.safetensors", run.model, _meta(run, epoch, global_step, metrics))
             _write_logs(out, run.history)
             logger.info(
-                "epoch %d: train_loss %.4f val_loss %s val_mean_acc %s (%.0f img/s)", epoch, train_loss,
+                "epoch %d: train_loss %.4f val_loss %s val_mean_acc %s%s (%.0f img/s)", epoch, train_loss,
                 f"{metrics['val_loss']:.4f}" if "val_loss" in metrics else "-",
-                f"{metrics['val_mean_accuracy']:.4f}" if "val_mean_accuracy" in metrics else "-", ips,
+                f"{metrics['val_mean_accuracy']:.4f}" if "val_mean_accuracy" in metrics else "-",
+                "".join(f" {k} {metrics[k]:.4f}" for k in metrics
+                        if k.startswith("val_mean_accuracy_")) + (f" val_age_mae {metrics['val_age_mae']:.2f}"
+                                                                 if "val_age_mae" in metrics else ""), ips,
             )
         train_time = prior_time + time.perf_counter() - t_start
         best_row = max(run.history, key=_score) if run.history else {}
