@@ -217,6 +217,21 @@ _LIPSTICK_SCHEMA: dict[str, Any] = {
     ]
 }
 
+# What every evaluation JSON records about its run, whatever the data.
+_RUN_PROPS: dict[str, Any] = {
+    "model": {"type": "string"},
+    "checkpoint": {"type": "string"},
+    "architecture": {"type": "string"},
+    "output": {"enum": ["sigmoid", "softmax"]},
+    "data_root": {"type": "string"},
+    "warnings": {"type": "array", "items": {"type": "string"}},
+    "device": {"type": "string"},
+    "images_per_s": {"type": "number", "minimum": 0},
+    "seconds": {"type": "number", "minimum": 0},
+    "created": {"type": "string"},
+    "versions": {"type": "object", "additionalProperties": {"type": "string"}},
+}
+
 CELEBA_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": [
@@ -225,16 +240,12 @@ CELEBA_SCHEMA: dict[str, Any] = {
         "device", "images_per_s", "created",
     ],
     "properties": {
+        **_RUN_PROPS,
         **_OVERALL_PROPS,
         "schema_version": {"const": 1},
         "dataset": {"const": "celeba"},
         "predicts_age": {"type": "boolean"},
         "lipstick_shortcut": _LIPSTICK_SCHEMA,
-        "model": {"type": "string"},
-        "checkpoint": {"type": "string"},
-        "architecture": {"type": "string"},
-        "output": {"enum": ["sigmoid", "softmax"]},
-        "data_root": {"type": "string"},
         "split": {"type": "string"},
         "limit": {"type": "integer", "minimum": 0},
         "holdout_fraction": {"type": "number", "minimum": 0, "maximum": 1},
@@ -278,12 +289,6 @@ CELEBA_SCHEMA: dict[str, Any] = {
                 },
             ]
         },
-        "warnings": {"type": "array", "items": {"type": "string"}},
-        "device": {"type": "string"},
-        "images_per_s": {"type": "number", "minimum": 0},
-        "seconds": {"type": "number", "minimum": 0},
-        "created": {"type": "string"},
-        "versions": {"type": "object", "additionalProperties": {"type": "string"}},
     },
 }
 
@@ -346,13 +351,9 @@ UTKFACE_SCHEMA: dict[str, Any] = {
         "device", "images_per_s", "created",
     ],
     "properties": {
+        **_RUN_PROPS,
         "schema_version": {"const": 1},
         "dataset": {"const": "utkface"},
-        "model": {"type": "string"},
-        "checkpoint": {"type": "string"},
-        "architecture": {"type": "string"},
-        "output": {"enum": ["sigmoid", "softmax"]},
-        "data_root": {"type": "string"},
         "split": {"enum": ["train", "valid", "test", "all"]},
         "limit": _COUNT,
         "seed": {"type": "integer"},
@@ -369,12 +370,6 @@ UTKFACE_SCHEMA: dict[str, Any] = {
         "races": {"type": "array", "items": {"type": "string"}},
         "age_bands": {"type": "array", "items": {"type": "string"}},
         "groups": _GROUPS_SCHEMA,
-        "warnings": {"type": "array", "items": {"type": "string"}},
-        "device": {"type": "string"},
-        "images_per_s": {"type": "number", "minimum": 0},
-        "seconds": {"type": "number", "minimum": 0},
-        "created": {"type": "string"},
-        "versions": {"type": "object", "additionalProperties": {"type": "string"}},
     },
 }
 
