@@ -115,6 +115,21 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
+def _run_fields(cfg: Any, path: Path, meta: dict[str, Any], seed: int) -> dict[str, Any]:
+    """The fields every evaluation JSON opens with, whatever the data: which model, on what."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "model": str(cfg.model),
+        "checkpoint": str(path),
+        "architecture": meta["model"]["name"],
+        "output": meta.get("output", "sigmoid"),
+        "data_root": str(cfg.data_root),
+        "split": cfg.split,
+        "limit": cfg.limit,
+        "seed": seed,
+    }
+
+
 def _check_config(cfg: EvalConfig) -> None:
     """Reject bad option values before any expensive work."""
     if cfg.calibrate and cfg.calibrate not in OBJECTIVES:
@@ -377,16 +392,8 @@ def evaluate_model(cfg: EvalConfig) -> Evaluation:
     warnings_: list[str] = _overlap_warnings(cfg.split, cfg, seed, meta, "evaluation")
 
     result: dict[str, Any] = {
-        "schema_version": SCHEMA_VERSION,
-        "model": str(cfg.model),
-        "checkpoint": str(path),
-        "architecture": meta["model"]["name"],
-        "output": meta.get("output", "sigmoid"),
-        "data_root": str(cfg.data_root),
-        "split": cfg.split,
-        "limit": cfg.limit,
+        **_run_fields(cfg, path, meta, seed),
         "holdout_fraction": cfg.holdout_fraction,
-        "seed": seed,
         "flip": cfg.flip,
         "grayscale": cfg.grayscale,
         "swap_clothes": cfg.swap_clothes,

@@ -13,7 +13,6 @@ Race is a label of the data used only to slice the numbers; nothing predicts it.
 
 from __future__ import annotations
 
-import datetime as _dt
 import logging
 import sys
 import time
@@ -64,10 +63,6 @@ class UtkEvaluation:
     missed: dict[str, str] = field(default_factory=dict)  # file name -> reason, for every missed image
 
 
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
 def _trained_on_utkface(meta: dict[str, Any]) -> bool:
     """True when the checkpoint's training config read UTKFace (an age output implies it)."""
     if meta.get("age"):
@@ -98,7 +93,7 @@ def evaluate_utkface(cfg: UtkEvalConfig) -> UtkEvaluation:
     import faceattr.infer as fi
     from faceattr.checkpoint import read_metadata, resolve_checkpoint, versions
     from faceattr.data.utkface import AGE_BANDS, RACES, load_utkface
-    from faceattr.evaluate.evaluator import SCHEMA_VERSION
+    from faceattr.evaluate.evaluator import _now, _run_fields
     from faceattr.evaluate.groups import group_metrics
     from faceattr.runtime import resolve_device
 
@@ -181,16 +176,8 @@ def evaluate_utkface(cfg: UtkEvalConfig) -> UtkEvaluation:
     if not model.predicts_age:
         logger.info("the model has no age output: age is not evaluated")
     result: dict[str, Any] = {
-        "schema_version": SCHEMA_VERSION,
+        **_run_fields(cfg, path, meta, seed),
         "dataset": "utkface",
-        "model": str(cfg.model),
-        "checkpoint": str(path),
-        "architecture": meta["model"]["name"],
-        "output": meta.get("output", "sigmoid"),
-        "data_root": str(cfg.data_root),
-        "split": cfg.split,
-        "limit": cfg.limit,
-        "seed": seed,
         "pipeline": "detect + align (as faceattr predict), largest face per image",
         "n_images": n,
         "n_detected": n_det,
