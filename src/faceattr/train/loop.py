@@ -31,6 +31,7 @@ from faceattr.checkpoint import load_tensors, read_metadata, save_checkpoint
 from faceattr.config import TrainConfig, config_from_dict, config_to_dict, save_config
 from faceattr.errors import FaceattrError
 from faceattr.runtime import predict_logits, resolve_device
+from faceattr.train.sources import AGE_MEAN, AGE_STD
 
 __all__ = ["fit", "train_one_epoch", "validate", "lr_factor", "prepare_run", "Run"]
 
@@ -284,8 +285,6 @@ def masked_losses(run: Run, logits: torch.Tensor, y: torch.Tensor, age: torch.Te
     a source that labels one attribute (UTKFace: Male) weighs in that attribute as much as any other
     row does; age adds `age_weight` x smooth L1 of the standardised age over the rows that have one.
     """
-    from faceattr.train.sources import AGE_MEAN, AGE_STD
-
     a = len(run.attributes)
     known = ~torch.isnan(y)
     if unknown is not None:
@@ -493,8 +492,6 @@ def validate(run: Run) -> dict[str, Any]:
 def _validate_masked(run: Run, lt: torch.Tensor, yt: torch.Tensor) -> dict[str, Any]:
     """Validation of a multi-source run: accuracy over the rows that label each attribute, per-source
     losses and mean accuracies, and the age error in years."""
-    from faceattr.train.sources import AGE_MEAN, AGE_STD
-
     a = len(run.attributes)
     age = None if run.val_age is None else torch.from_numpy(run.val_age).to(lt.device)
     loss, row = masked_losses(run, lt, yt, age)
@@ -533,7 +530,6 @@ def train_one_epoch(
     """Train one epoch from `start_step`; returns (mean loss, global step after, images/s)."""
     from faceattr.data.augment import augment_batch, context_columns, swap_context
     from faceattr.data.transforms import normalize_batch
-
     cfg, model, device = run.cfg, run.model, run.device
     male_col, band_cols = context_columns(run.attributes)
     model.train()
@@ -588,20 +584,20 @@ def train_one_epoch(
                     logits = forward(x).float()
             else:
                 logits = forward(x)
-            loss = _train_loss(run, logits, y, idx, unknown)
             if n_src:
-                with torch.no_grad():
-                    age = None if run.train_age is None else torch.from_numpy(run.train_age[idx]).to(device)
-                    row = masked_losses(run, logits.detach(), y, age, unknown)[1].cpu().numpy()
-                np.add.at(src_sum, run.sources.source[idx], row)
+                # One masked pass gives the batch loss and the per-row losses the log sums by source.
+                age = None if run.train_age is None else torch.from_numpy(run.train_age[idx]).to(device)
+                loss, row = masked_losses(run, logits, y, age, unknown)
+                row_np = row.detach().cpu().numpy()
+                np.add.at(src_sum, run.sources.source[idx], row_np)
                 np.add.at(src_n, run.sources.source[idx], 1)
                 if age is not None:
-                    from faceattr.train.sources import AGE_MEAN, AGE_STD
-
                     has = ~torch.isnan(age)
                     target = (age[has] - AGE_MEAN) / AGE_STD
                     age_err += float((logits.detach()[has, len(run.attributes)] - target).abs().sum()) * AGE_STD
                     age_n += int(has.sum())
+            else:
+                loss = _train_loss(run, logits, y, idx, unknown)
             if not torch.isfinite(loss):
                 raise FaceattrError(
                     f"loss became {float(loss.detach())} at epoch {epoch + 1} step {step + 1}; lower the learning rate "
@@ -673,8 +669,6 @@ def _meta(run: Run, epoch: int, step: int, metrics: dict[str, Any]) -> dict[str,
 
 def _age_meta() -> dict[str, Any]:
     """How to read the age output (the last logit) in years, for checkpoints."""
-    from faceattr.train.sources import AGE_MEAN, AGE_STD
-
     return {"mean": AGE_MEAN, "std": AGE_STD}
 
 
