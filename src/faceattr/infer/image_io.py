@@ -21,8 +21,10 @@ __all__ = ["MAX_PIXELS", "ImageSource", "load_rgb", "pil_to_rgb", "array_to_rgb"
 
 logger = logging.getLogger(__name__)
 
-# 50 MP covers every current phone and most DSLRs; above that a decoded RGB copy alone is >150 MB,
-# so we refuse from the header instead of risking a decompression bomb.
+# The one pixel limit of the package: predict, index, the library and the server (`faceattr serve`
+# takes it as its --max-pixels default) all refuse larger images from the header. 50 MP covers every
+# current phone and most DSLRs; above that a decoded RGB copy alone is >150 MB, and one limit means a
+# photo the CLI reads is never refused by the server.
 MAX_PIXELS = 50_000_000
 
 ImageSource = str | Path | Image.Image | np.ndarray

@@ -39,6 +39,7 @@ from PIL import Image, UnidentifiedImageError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from faceattr.errors import FaceattrError
+from faceattr.infer.image_io import MAX_PIXELS
 from faceattr.search.protocol import Predictor
 
 __all__ = ["DEFAULT_MAX_PIXELS", "DEFAULT_MAX_UPLOAD_BYTES", "create_app", "static_dir"]
@@ -46,8 +47,8 @@ __all__ = ["DEFAULT_MAX_PIXELS", "DEFAULT_MAX_UPLOAD_BYTES", "create_app", "stat
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_UPLOAD_BYTES = 15 * 1024 * 1024
-# 40 MP: any current phone photo; a decoded RGB copy is then ~120 MB, which one request may hold.
-DEFAULT_MAX_PIXELS = 40_000_000
+# The library's own limit (infer.image_io.MAX_PIXELS), so the page accepts every photo `predict` reads.
+DEFAULT_MAX_PIXELS = MAX_PIXELS
 # Room for the multipart boundary, headers and small form fields around the file itself.
 _MULTIPART_OVERHEAD = 64 * 1024
 _PAGE_CSP = "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; object-src 'none'; base-uri 'none'"

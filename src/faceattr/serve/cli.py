@@ -21,7 +21,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--max-upload-mb", type=float, default=15.0, help="largest accepted upload in MiB (default 15)")
-    p.add_argument("--max-pixels", type=int, default=40_000_000, help="largest accepted image in pixels (default 40,000,000)")
+    # default None, resolved in _cmd_serve: importing image_io here would load numpy and PIL on every `faceattr` run.
+    p.add_argument("--max-pixels", type=int, default=None,
+                   help="largest accepted image in pixels (default: the limit `faceattr predict` uses, "
+                   "faceattr.infer.image_io.MAX_PIXELS)")
     p.set_defaults(func=_cmd_serve)
 
 
@@ -31,6 +34,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from faceattr.errors import FaceattrError
+    from faceattr.infer.image_io import MAX_PIXELS
     from faceattr.search.indexer import load_model
     from faceattr.search.store import IndexStore
     from faceattr.serve.app import create_app
@@ -38,6 +42,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     log = logging.getLogger("faceattr.serve")
     if not 0 < args.port < 65536:
         raise FaceattrError(f"--port must be between 1 and 65535, not {args.port}")
+    max_pixels = MAX_PIXELS if args.max_pixels is None else args.max_pixels
+    if max_pixels <= 0:
+        raise FaceattrError(f"--max-pixels must be positive, not {max_pixels}")
     source = args.model
     if source is None:
         source = "default"
@@ -47,7 +54,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             if ident is not None:
                 source = ident.source
     model = load_model(source, device=args.device)
-    app = create_app(model, args.index, max_upload_bytes=int(args.max_upload_mb * 2**20), max_pixels=args.max_pixels)
+    app = create_app(model, args.index, max_upload_bytes=int(args.max_upload_mb * 2**20), max_pixels=max_pixels)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("listening on %s: anyone who can reach this machine can use the service (there is no authentication)", args.host)
     print(f"faceattr serving model '{model.name}' at http://{args.host}:{args.port}/ (API docs at /docs); Ctrl-C stops", flush=True)
