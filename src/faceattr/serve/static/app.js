@@ -8,7 +8,7 @@ const EXAMPLES = ["Smiling=1 Eyeglasses=1", "Male=0 Blond_Hair=1", "Male=1 Goate
   "age<30 Smiling=1", "age>=60 Eyeglasses=1"];
 
 const $ = (id) => document.getElementById(id);
-const state = { info: null, file: null, result: null, bitmap: null, active: -1 };
+const state = { info: null, file: null, result: null, bitmap: null, active: -1, upload: 0 };
 
 function el(tag, props = {}, ...children) {
   const node = document.createElement(tag);
@@ -24,6 +24,9 @@ function el(tag, props = {}, ...children) {
 
 function pretty(name) { return name.replace(/_/g, " "); }
 function pct(p) { return `${Math.round(p * 100)}%`; }
+// A change in log-odds with its sign, to 2 decimals ("+0.00", never "-0.00").
+function signed(x) { const v = Math.round(x * 100) / 100 + 0; return `${v >= 0 ? "+" : ""}${v.toFixed(2)}`; }
+function megapixels(n) { return n >= 1e6 ? `${+(n / 1e6).toFixed(1)} MP` : `${n.toLocaleString()} pixels`; }
 // Estimated age in years, or null (a model without an age output): shown only when known.
 function ageText(age) { return age == null ? null : `age ~${Math.round(age)}`; }
 
@@ -57,7 +60,8 @@ async function loadInfo() {
     $("status").classList.add("ok");
     const idx = info.index ? ` · index: ${info.index.faces.toLocaleString()} faces` : " · no index";
     $("status-text").textContent = `model ${info.model} · ${info.attributes.length} attributes${idx}`;
-    $("limits").textContent = `JPEG, PNG, WebP, BMP, GIF or TIFF · up to ${(info.max_upload_bytes / 2 ** 20).toFixed(0)} MB`;
+    $("limits").textContent = `JPEG, PNG, WebP, BMP, GIF or TIFF · up to ${(info.max_upload_bytes / 2 ** 20).toFixed(0)} MB ` +
+      `and ${megapixels(info.max_pixels)}`;
     const list = $("attr-list");
     for (const a of info.attributes) list.append(el("option", { value: `${a}=1` }));
     if (info.index) {
@@ -85,26 +89,49 @@ async function loadInfo() {
 // ---- predict ------------------------------------------------------------------------------------
 async function analyze(file) {
   if (!file) return;
+  const ticket = ++state.upload;  // a later upload wins over a slower earlier reply
   state.file = file;
   state.active = -1;
+  // The previous photo's result goes at once, so its boxes are never drawn on the new photo.
+  state.result = null;
+  state.bitmap = null;
   $("result").hidden = false;
+  $("stage").hidden = false;
   $("busy").hidden = false;
   $("faces").replaceChildren(el("p", { class: "muted", text: "Finding faces..." }));
   try {
-    state.bitmap = await createImageBitmap(file).catch(() => null);
+    const bitmap = await createImageBitmap(file).catch(() => null);
+    if (ticket !== state.upload) return;
+    state.bitmap = bitmap;
     if (state.bitmap) draw();
     const form = new FormData();
     form.append("file", file, file.name || "upload");
     const result = await api("/predict", { method: "POST", body: form });
+    if (ticket !== state.upload) return;
     state.result = result;
     draw();
     renderFaces();
   } catch (e) {
+    if (ticket !== state.upload) return;
+    clearPhoto();
     $("faces").replaceChildren(el("p", { class: "muted", text: "No result." }));
     toast(e.message);
   } finally {
-    $("busy").hidden = true;
+    if (ticket === state.upload) $("busy").hidden = true;
   }
+}
+
+// After a failed upload nothing of a photo stays beside "No result": no picture, no boxes, and no
+// file for explain or look-alikes to send again.
+function clearPhoto() {
+  state.file = null;
+  state.result = null;
+  state.bitmap = null;
+  state.active = -1;
+  const canvas = $("canvas");
+  canvas.width = 0;  // resizing a canvas clears it
+  canvas.height = 0;
+  $("stage").hidden = true;
 }
 
 function draw() {
@@ -236,15 +263,22 @@ async function explainFace(face, name, card) {
   try {
     const res = await api("/explain", { method: "POST", body: form });
     if (fig.dataset.ticket !== ticket) return;
-    const moved = (n) => Math.abs(res.region_logits[n] - res.logit);
-    const parts = Object.entries(res.regions).sort((a, b) => moved(b[0]) - moved(a[0]));
-    const [part, p] = parts[0];
+    // Rows show what ranks them, the signed change in log-odds: on a confident attribute the probabilities
+    // with a part hidden all round to 100% and would not say why one part comes first.
+    const change = (n) => res.region_logits[n] - res.logit;
+    const parts = Object.keys(res.regions).sort((a, b) => Math.abs(change(b)) - Math.abs(change(a)));
+    const part = parts[0];
     // The figure is small in a card, so the band figures are also given as text.
-    const rows = parts.map(([n, q]) => el("tr", {}, el("td", { text: `hide ${n}` }), el("td", { class: "num", text: pct(q) })));
+    const rows = parts.map((n) => el("tr", { title: `${pretty(name)} ${pct(res.regions[n])} with the ${n} hidden` },
+      el("td", { text: `hide ${n}` }), el("td", { class: "num", text: signed(change(n)) })));
     fig.replaceChildren(
       el("img", { src: res.image, alt: `where the model looks for ${pretty(name)}` }),
-      el("figcaption", { text: `${pretty(name)} ${pct(res.probability)}; the biggest change comes from hiding the ${part} (${pct(p)}).` }),
-      el("table", { class: "regions" }, ...rows));
+      el("figcaption", { text: `${pretty(name)} ${pct(res.probability)} (log-odds ${signed(res.logit)}). Each row is the change in ` +
+        `log-odds when that part is hidden, largest first; below zero, the part speaks for ${pretty(name)}. ` +
+        `The biggest change comes from hiding the ${part} (${signed(change(part))}).` }),
+      el("table", { class: "regions" },
+        el("thead", {}, el("tr", {}, el("th", { text: "part hidden" }), el("th", { class: "num", text: "log-odds change" }))),
+        el("tbody", {}, ...rows)));
     fig.scrollIntoView({ block: "nearest", behavior: "smooth" });
   } catch (e) {
     if (fig.dataset.ticket !== ticket) return;
