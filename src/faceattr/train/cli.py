@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 __all__ = ["register"]
+
+# What fit() writes into a run folder. --overwrite deletes a folder only when it holds one of these, so a
+# mistyped --out (a home folder, the checkout) is never emptied.
+_RUN_FILES = ("config.toml", "summary.json", "log.jsonl", "log.csv", "last.safetensors", "best.safetensors")
 
 # flag dest -> dotted TrainConfig key
 _FLAG_KEYS = {
@@ -49,6 +54,9 @@ def register(sub: Any) -> None:
                        "Flags override values from --config; the resolved config is saved as OUT/config.toml.")
     p.add_argument("--config", help="TOML file with a TrainConfig tree")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--overwrite", action="store_true",
+                   help="delete the run already in --out (e.g. one that failed) and start over; without it, "
+                   "a non-empty --out is refused")
     p.add_argument("--data-root", help="CelebA folder (official, torchvision or Kaggle layout)")
     p.add_argument("--layout", choices=["auto", "official", "torchvision", "kaggle"])
     p.add_argument("--attributes", nargs="+", metavar="NAME", help="attribute subset (default: all)")
@@ -109,6 +117,49 @@ def _run_ensemble(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_out(out: Path, *, resume: bool, overwrite: bool) -> None:
+    """Refuse to start a run in a non-empty folder unless told to continue (--resume) or replace (--overwrite) it.
+
+    fit() itself refuses only a folder with checkpoints, so a run that failed before its first one (bad data
+    root, unknown attribute) left config.toml and summary.json that the next run silently wrote over.
+    """
+    import logging
+    import shutil
+
+    from faceattr.errors import FaceattrError
+
+    if resume and overwrite:
+        raise FaceattrError("--resume continues the run in --out and --overwrite deletes it; pass one of them")
+    if out.exists() and not out.is_dir():
+        raise FaceattrError(f"--out {out} is a file; pass a folder for the run")
+    if resume or not out.is_dir() or not any(out.iterdir()):
+        return
+    held = [name for name in _RUN_FILES if (out / name).exists()]
+    if not held:
+        raise FaceattrError(f"{out} is not empty and holds no training run; choose a new or empty folder for --out")
+    if not overwrite:
+        status = _run_status(out)
+        resumable = (out / "last.safetensors").is_file()
+        raise FaceattrError(
+            f"{out} already holds a run ({status}; {', '.join(held)}); pass "
+            + ("--resume to continue it, " if resumable else "")
+            + "--overwrite to delete it and start over, or choose another --out"
+        )
+    shutil.rmtree(out)
+    logging.getLogger(__name__).warning("--overwrite: deleted the previous run in %s", out)
+
+
+def _run_status(out: Path) -> str:
+    """How the run in `out` ended, from its summary.json, in a few words."""
+    import json
+
+    try:
+        status = json.loads((out / "summary.json").read_text(encoding="utf-8"))["status"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return "no summary"
+    return f"status {status}" if (out / "last.safetensors").is_file() else f"status {status}, before its first checkpoint"
+
+
 def _run(args: argparse.Namespace) -> int:
     import json
     import logging
@@ -123,11 +174,10 @@ def _run(args: argparse.Namespace) -> int:
     config = args.config
     if args.resume and config is None and args.out:
         # Resuming: the saved config is the base; flags may still extend epochs/max_steps.
-        from pathlib import Path
-
         saved = Path(args.out) / "config.toml"
         config = str(saved) if saved.is_file() else None
     cfg = load_config(config, overrides)
+    _check_out(Path(cfg.out), resume=args.resume, overwrite=args.overwrite)
     out = fit(cfg, resume=args.resume)
     summary = json.loads((out / "summary.json").read_text())
     logging.getLogger("faceattr").info("run finished: %s", out)
