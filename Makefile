@@ -19,7 +19,9 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/faceattr demo
 
+# The browser tests use the system Chromium (never a downloaded one) and skip without it: say so up front.
 test: $(STAMP)
+	@test -x /usr/bin/chromium || echo "note: no Chromium at /usr/bin/chromium: the web page's browser tests will be skipped (apt-get install -y chromium)"
 	$(BIN)/pytest
 
 # Slow tests (a local Ray cluster): installs the ray extra first.
