@@ -1,4 +1,5 @@
-"""Copy a trained checkpoint into the package as a shipped model (fp16 weights, training state dropped).
+"""Copy a trained checkpoint into the package as a shipped model (fp16 weights, training state dropped),
+with its ONNX export beside it (what `faceattr predict` runs by default; see scripts/export_shipped_onnx.py).
 
     .venv/bin/python scripts/ship_model.py runs/default/best.safetensors --name default
 """
@@ -23,6 +24,11 @@ def main() -> None:
     # fp16 halves the size; load_checkpoint casts back to the model's float32 on load.
     out = save_checkpoint(shipped_models_dir() / f"{args.name}.safetensors", model, meta, half=True)
     print(f"{out} ({out.stat().st_size / 2**20:.1f} MiB)")
+    # The .onnx beside it is what predict runs by default; an old one would be stale (and skipped).
+    from faceattr.infer import export
+
+    onnx_path, diff = export(out, out.with_suffix(".onnx"), sidecar_json=False)
+    print(f"{onnx_path} ({onnx_path.stat().st_size / 2**20:.1f} MiB, max |logit difference| vs torch {diff:.2g})")
 
 
 if __name__ == "__main__":

@@ -31,12 +31,13 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from faceattr.errors import FaceattrError
+
+if TYPE_CHECKING:  # torch is imported where it is used: the ONNX predict path reads this module without it
+    import torch
+    from torch import nn
 
 __all__ = [
     "FORMAT",
@@ -50,6 +51,7 @@ __all__ = [
     "versions",
     "shipped_models_dir",
     "resolve_checkpoint",
+    "file_sha256",
 ]
 
 logger = logging.getLogger(__name__)
@@ -61,6 +63,7 @@ _META_KEY = "faceattr"
 
 def versions() -> dict[str, str]:
     """Versions of the libraries that shape a checkpoint."""
+    import torch
     import torchvision
 
     from faceattr import __version__
@@ -70,6 +73,8 @@ def versions() -> dict[str, str]:
 
 def unwrap_model(model: nn.Module) -> nn.Module:
     """Strip DataParallel/DDP (`.module`) and torch.compile (`._orig_mod`) wrappers before saving."""
+    from torch import nn
+
     while True:
         if hasattr(model, "_orig_mod"):
             model = model._orig_mod  # type: ignore[assignment]
@@ -199,6 +204,17 @@ def update_metadata(path: str | Path, changes: dict[str, Any]) -> dict[str, Any]
     _atomic_write_bytes(path, st_save(tensors, metadata={_META_KEY: json.dumps(meta)}))
     _atomic_write_bytes(path.with_suffix(".json"), json.dumps(meta, indent=2).encode("utf-8"))
     return meta
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes: the identity an ONNX export records of the checkpoint it came from."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def shipped_models_dir() -> Path:

@@ -12,7 +12,9 @@ import torch
 
 from faceattr.errors import FaceattrError
 from faceattr.infer import AttributeModel, export, load
-from faceattr.infer.backends import DEFAULT_OPSET, ONNX_INPUT, ONNX_OUTPUT
+from faceattr.checkpoint import file_sha256, update_metadata
+from faceattr.infer.backends import DEFAULT_OPSET, META_KEY, ONNX_INPUT, ONNX_OUTPUT, SOURCE_SHA256_KEY, OnnxBackend
+from faceattr.infer.model import logits_to_probs
 
 from .helpers import celeba_crops
 
@@ -53,12 +55,17 @@ def test_export_writes_a_checked_graph_and_metadata(mnv2_onnx: tuple[Path, float
     assert inp.type.tensor_type.shape.dim[0].dim_param  # dynamic batch axis
     assert [o.name for o in graph.graph.output] == [ONNX_OUTPUT]
     meta = json.loads(path.with_suffix(".json").read_text())
-    assert meta["attributes"] == load(mnv2_ckpt).attributes
+    assert meta["attributes"] == load(mnv2_ckpt, backend="torch").attributes
     assert meta["onnx"]["input"] == ONNX_INPUT and meta["onnx"]["opset"] == DEFAULT_OPSET
+    # The same metadata and the checkpoint's sha256 inside the file, so it loads on its own and a
+    # stale export is recognised.
+    props = {p.key: p.value for p in graph.metadata_props}
+    assert json.loads(props[META_KEY]) == meta
+    assert props[SOURCE_SHA256_KEY] == meta["onnx"]["source_sha256"] == file_sha256(mnv2_ckpt)
 
 
 def test_onnxruntime_matches_torch_on_real_faces(mnv2_onnx: tuple[Path, float], mnv2_ckpt: Path, real_crops: np.ndarray) -> None:
-    torch_model = load(mnv2_ckpt)
+    torch_model = load(mnv2_ckpt, backend="torch")
     onnx_model = load(mnv2_ckpt, backend="onnx")
     assert onnx_model.backend.name == "onnx" and torch_model.backend.name == "torch"
     pt = torch_model.predict_aligned(real_crops, batch_size=3)
@@ -81,18 +88,30 @@ def test_onnxruntime_matches_torch_on_real_faces(mnv2_onnx: tuple[Path, float], 
 def test_onnx_path_loads_directly_and_predicts_photos(mnv2_onnx: tuple[Path, float], mnv2_ckpt: Path, grace: Path) -> None:
     path, _ = mnv2_onnx
     m = load(path, backend="onnx")
-    assert m.attributes == load(mnv2_ckpt).attributes and m.name == "mnv2"
+    assert m.attributes == load(mnv2_ckpt, backend="torch").attributes and m.name == "mnv2"
     (f,) = m.predict(grace)
-    (g,) = load(mnv2_ckpt).predict(grace)
+    (g,) = load(mnv2_ckpt, backend="torch").predict(grace)
     assert f.box == g.box
     assert np.abs(np.array(list(f.probabilities.values())) - list(g.probabilities.values())).max() < 1e-4
 
 
+def _strip_metadata(src: Path, out: Path) -> Path:
+    """Copy of an export without its metadata_props, as `faceattr export` wrote them before they existed."""
+    graph = onnx.load(str(src))
+    del graph.metadata_props[:]
+    onnx.save(graph, str(out))
+    return out
+
+
 def test_onnx_without_metadata_or_broken(tmp_path: Path, mnv2_onnx: tuple[Path, float]) -> None:
+    # An export carries its metadata: a lone copy loads as it is...
     lone = tmp_path / "lone.onnx"
     lone.write_bytes(mnv2_onnx[0].read_bytes())
+    assert load(lone).attributes == json.loads(mnv2_onnx[0].with_suffix(".json").read_text())["attributes"]
+    # ...an old-style export needs its JSON beside it.
+    old = _strip_metadata(mnv2_onnx[0], tmp_path / "old.onnx")
     with pytest.raises(FaceattrError, match="no metadata"):
-        load(lone, backend="onnx")
+        load(old, backend="onnx")
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(b"not a model")
     junk.with_suffix(".json").write_text(mnv2_onnx[0].with_suffix(".json").read_text())
@@ -135,3 +154,71 @@ def test_torch_backend_uses_runtime_predict_logits(small_model: AttributeModel, 
     small_model.predict_aligned(np.zeros((3, 218, 178, 3), np.uint8), batch_size=2)
     assert calls == [2]
     assert torch.get_num_threads() >= 1
+
+
+def test_auto_takes_onnx_only_for_an_export_of_this_very_checkpoint(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, real_crops: np.ndarray
+) -> None:
+    from .helpers import build_checkpoint
+
+    ckpt = build_checkpoint(tmp_path / "m.safetensors", size=(64, 64), seed=3)
+    assert load(ckpt).backend.name == "torch"  # no export beside it
+    export(ckpt, ckpt.with_suffix(".onnx"))
+    auto = load(ckpt)
+    assert auto.backend.name == "onnx" and auto.name == "m"
+    torch_model = load(ckpt, backend="torch")
+    assert torch_model.backend.name == "torch"
+    assert np.abs(auto.predict_aligned(real_crops) - torch_model.predict_aligned(real_crops)).max() < 1e-4
+    assert auto.meta["attributes"] == torch_model.meta["attributes"] and np.array_equal(auto.thresholds, torch_model.thresholds)
+
+    # The checkpoint changes after the export (here: new thresholds): the export is stale.
+    update_metadata(ckpt, {"thresholds": [0.3] * 40})
+    with caplog.at_level("WARNING", logger="faceattr.infer.model"):
+        fallback = load(ckpt)
+    assert fallback.backend.name == "torch" and np.allclose(fallback.thresholds, 0.3)
+    assert "exported from another version" in caplog.text
+    with pytest.raises(FaceattrError, match="exported from another version of m.safetensors.*faceattr export"):
+        load(ckpt, backend="onnx")
+    export(ckpt, ckpt.with_suffix(".onnx"))
+    assert load(ckpt).backend.name == "onnx" and np.allclose(load(ckpt).thresholds, 0.3)
+
+    # An export from before sources were recorded: used only when asked for.
+    _strip_metadata(ckpt.with_suffix(".onnx"), ckpt.with_suffix(".onnx"))
+    assert load(ckpt).backend.name == "torch"
+    assert load(ckpt, backend="onnx").backend.name == "onnx"
+
+
+def test_auto_uses_torch_without_onnxruntime(
+    mnv2_onnx: tuple[Path, float], mnv2_ckpt: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a))
+    assert load(mnv2_ckpt).backend.name == "torch"
+
+
+def test_numpy_probabilities_equal_torch_ones() -> None:
+    from faceattr.runtime import logits_to_probs as torch_probs
+
+    rng = np.random.default_rng(0)
+    logits = np.concatenate([rng.normal(0, 4, (64, 41)), np.full((1, 41), 1e4), np.full((1, 41), -1e4)]).astype(np.float32)
+    for output, x in (("sigmoid", logits), ("softmax", logits[:, :2])):
+        ours = logits_to_probs(x, output)
+        ref = torch_probs(torch.from_numpy(x), output).numpy()
+        assert ours.dtype == np.float32 and ours.shape == ref.shape
+        assert np.abs(ours - ref).max() < 1e-6 and np.isfinite(ours).all()
+
+
+def test_set_threads_reopens_the_session(mnv2_onnx: tuple[Path, float], real_crops: np.ndarray) -> None:
+    from PIL import Image
+
+    from faceattr.data.transforms import Preprocess, prepare_image
+
+    backend = OnnxBackend(mnv2_onnx[0])
+    pre = Preprocess(size=(96, 96))
+    x = np.stack([prepare_image(Image.fromarray(c), pre) for c in real_crops[:2]])
+    before = backend.logits(x)
+    backend.set_threads(1)
+    assert backend.threads == 1 and backend.session.get_session_options().intra_op_num_threads == 1
+    assert np.abs(backend.logits(x) - before).max() < 1e-5

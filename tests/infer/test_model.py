@@ -43,6 +43,8 @@ def test_missing_default_or_bad_names_are_clear_errors(tmp_path: Path, small_ckp
     with pytest.raises(FaceattrError, match="unknown backend"):
         load(small_ckpt, backend="tensorrt")
     with pytest.raises(FaceattrError, match="backend='onnx'"):
+        load(tmp_path / "model.onnx", backend="torch")
+    with pytest.raises(FaceattrError, match="ONNX model not found"):
         load(tmp_path / "model.onnx")
     with pytest.raises(FaceattrError, match="no ONNX export"):
         load(small_ckpt, backend="onnx")

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from PIL import Image
 
 from faceattr.errors import FaceattrError
+
+if TYPE_CHECKING:  # imported where used, so inference with ONNX Runtime never loads torch
+    import torch
 
 __all__ = [
     "ALIGNED_SIZE",
@@ -144,6 +146,8 @@ def prepare_image(img: Image.Image, pre: Preprocess) -> np.ndarray:
 
 def to_tensor_batch(images: np.ndarray) -> torch.Tensor:
     """Turn uint8 images [N, H, W, 3] into a contiguous uint8 tensor [N, 3, H, W]."""
+    import torch
+
     if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
         raise ValueError(f"expected uint8 images [N, H, W, 3], got {images.dtype} {tuple(images.shape)}")
     # One copy into a fresh array: works for read-only memmap slices and gives torch its own memory.
@@ -154,6 +158,8 @@ def to_tensor_batch(images: np.ndarray) -> torch.Tensor:
 
 def normalize_batch(x: torch.Tensor, pre: Preprocess) -> torch.Tensor:
     """Normalise images [N, 3, H, W] (uint8 0..255 or float 0..1) with pre.mean/std; returns float32."""
+    import torch
+
     if x.dim() != 4 or x.shape[1] != 3:
         raise ValueError(f"expected images [N, 3, H, W], got {tuple(x.shape)}")
     mean = torch.tensor(pre.mean, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)

@@ -18,7 +18,17 @@ import numpy as np
 
 from faceattr.errors import FaceattrError
 
-__all__ = ["Backend", "TorchBackend", "OnnxBackend", "export_onnx", "ONNX_INPUT", "ONNX_OUTPUT", "DEFAULT_OPSET"]
+__all__ = [
+    "Backend",
+    "TorchBackend",
+    "OnnxBackend",
+    "export_onnx",
+    "ONNX_INPUT",
+    "ONNX_OUTPUT",
+    "DEFAULT_OPSET",
+    "META_KEY",
+    "SOURCE_SHA256_KEY",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +36,11 @@ ONNX_INPUT = "images"  # uint8 [N, 3, H, W], RGB, 0..255
 ONNX_OUTPUT = "logits"  # float32 [N, K]
 # Opset 17 is run by every onnxruntime release since 1.14 and covers all ops our models use.
 DEFAULT_OPSET = 17
+# Keys of the ONNX file's own metadata (metadata_props): the checkpoint's metadata JSON, so the file is
+# self-describing and loads without torch or a sidecar, and the sha256 of the checkpoint it was
+# exported from, so a stale export (the checkpoint changed since) is caught rather than used.
+META_KEY = "faceattr"
+SOURCE_SHA256_KEY = "faceattr_source_sha256"
 
 
 class Backend(Protocol):
@@ -84,21 +99,38 @@ class OnnxBackend:
                     "provider; use --device cpu or install onnxruntime-gpu"
                 )
             providers.insert(0, "CUDAExecutionProvider")
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.log_severity_level = 3  # errors only: ORT's warnings are about its own graph rewrites
-        if threads > 0:
-            opts.intra_op_num_threads = threads
-        try:
-            self.session = ort.InferenceSession(str(self.path), sess_options=opts, providers=providers)
-        except Exception as e:
-            raise FaceattrError(f"{self.path}: not a loadable ONNX model ({str(e).splitlines()[0]})") from None
+        self.providers = providers
+        self.threads = threads
+        self.session = self._open(threads)
         inputs = self.session.get_inputs()
         if len(inputs) != 1 or inputs[0].name != ONNX_INPUT:
             raise FaceattrError(
                 f"{self.path}: expected one input named '{ONNX_INPUT}' (a file written by `faceattr export`), "
                 f"got {[i.name for i in inputs]}"
             )
+        self.metadata: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
+
+    def _open(self, threads: int) -> Any:
+        """A new ONNX Runtime session on `self.path` with `threads` intra-op threads (0: ORT's default)."""
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.log_severity_level = 3  # errors only: ORT's warnings are about its own graph rewrites
+        if threads > 0:
+            opts.intra_op_num_threads = threads
+        try:
+            return ort.InferenceSession(str(self.path), sess_options=opts, providers=self.providers)
+        except Exception as e:
+            raise FaceattrError(f"{self.path}: not a loadable ONNX model ({str(e).splitlines()[0]})") from None
+
+    def set_threads(self, threads: int) -> None:
+        """Reopen the session with `threads` intra-op threads (0: ORT's default), e.g. one share of the cores per worker."""
+        # ORT fixes its thread pool when a session is created and ignores OMP_NUM_THREADS, so capping
+        # it means a new session (tens of ms for our models).
+        if threads != self.threads:
+            self.session = self._open(threads)
+            self.threads = threads
 
     def logits(self, images: np.ndarray, *, batch_size: int = 64, flip: bool = False) -> np.ndarray:
         """uint8 [N, H, W, 3] -> float32 logits [N, K]."""
@@ -141,13 +173,18 @@ def export_onnx(
     opset: int = DEFAULT_OPSET,
     check_images: np.ndarray | None = None,
     atol: float = 1e-4,
+    source_sha256: str | None = None,
+    sidecar_json: bool = True,
 ) -> tuple[Path, float]:
-    """Export a torch attribute model to ONNX (dynamic batch axis) with its metadata JSON beside it.
+    """Export a torch attribute model to ONNX (dynamic batch axis), its metadata inside the file and,
+    with `sidecar_json`, also as JSON beside it.
 
     The export is checked on `check_images` (uint8 [N, H, W, 3] at the model's input size; random
     images when None): ONNX Runtime's logits must match torch's within `atol`, else FaceattrError.
+    `source_sha256` (of the checkpoint file) is recorded so loaders can tell a stale export.
     Returns (path of the .onnx, max abs logit difference).
     """
+    import onnx
     import torch
 
     out = Path(out)
@@ -186,25 +223,35 @@ def export_onnx(
                 f"ONNX export of {meta.get('model', {}).get('name', 'the model')} does not match torch: "
                 f"max |logit difference| {diff:.3g} > {atol:g}; try another --opset"
             )
+        # The full checkpoint metadata plus an "onnx" entry: a superset, so when the JSON sits beside
+        # its checkpoint under the same name, the checkpoint's own JSON stays valid.
+        side = dict(meta)
+        side["onnx"] = {
+            "file": out.name,
+            "input": ONNX_INPUT,
+            "input_layout": "uint8 [N, 3, H, W], RGB 0..255 (normalisation is inside the graph)",
+            "output": ONNX_OUTPUT,
+            "opset": opset,
+            "max_abs_logit_diff_vs_torch": diff,
+            "checked_on_images": len(check_images),
+            "source_sha256": source_sha256,
+        }
+        proto = onnx.load(str(tmp))
+        props = {META_KEY: json.dumps(side)}
+        if source_sha256 is not None:
+            props[SOURCE_SHA256_KEY] = source_sha256
+        for key, value in props.items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = key, value
+        onnx.save(proto, str(tmp))
         os.replace(tmp, out)
     finally:
         if tmp.exists():
             tmp.unlink()
-    # The full checkpoint metadata plus an "onnx" entry: a superset, so when the .onnx sits beside
-    # its checkpoint under the same name, the checkpoint's own JSON stays valid.
-    side = dict(meta)
-    side["onnx"] = {
-        "file": out.name,
-        "input": ONNX_INPUT,
-        "input_layout": "uint8 [N, 3, H, W], RGB 0..255 (normalisation is inside the graph)",
-        "output": ONNX_OUTPUT,
-        "opset": opset,
-        "max_abs_logit_diff_vs_torch": diff,
-        "checked_on_images": len(check_images),
-    }
-    json_path = out.with_suffix(".json")
-    tmp_json = json_path.with_name(f".{json_path.name}.tmp-{os.getpid()}")
-    tmp_json.write_text(json.dumps(side, indent=2), encoding="utf-8")
-    os.replace(tmp_json, json_path)
+    if sidecar_json:
+        json_path = out.with_suffix(".json")
+        tmp_json = json_path.with_name(f".{json_path.name}.tmp-{os.getpid()}")
+        tmp_json.write_text(json.dumps(side, indent=2), encoding="utf-8")
+        os.replace(tmp_json, json_path)
     logger.info("exported %s (opset %d); max |logit diff| vs torch %.2g on %d images", out, opset, diff, len(check_images))
     return out, diff

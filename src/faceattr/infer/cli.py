@@ -11,6 +11,12 @@ from typing import Any
 __all__ = ["register"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
+# Spelled out rather than imported from faceattr.infer.model, which would load numpy and Pillow for --help.
+BACKEND_CHOICES = ("auto", "onnx", "torch")
+BACKEND_HELP = (
+    "classifier runtime: 'auto' takes ONNX Runtime when the model has an up-to-date .onnx export beside it "
+    "(the shipped models do), else torch (default: %(default)s)"
+)
 
 
 def register(subparsers: Any) -> None:
@@ -24,7 +30,7 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files, folders or glob patterns")
     p.add_argument("--model", default="default", help="shipped model name or checkpoint path (default: %(default)s)")
-    p.add_argument("--backend", choices=("torch", "onnx"), default="torch", help="classifier runtime (default: %(default)s)")
+    p.add_argument("--backend", choices=BACKEND_CHOICES, default="auto", help=BACKEND_HELP)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print a JSON list of results to stdout and nothing else")
     p.add_argument("--threshold", type=float, help="one threshold for every attribute (default: the model's own)")
@@ -50,7 +56,7 @@ def register(subparsers: Any) -> None:
     x.add_argument("--out", metavar="PNG", help="write the crop, heat map and region table here")
     x.add_argument("--json", action="store_true", help="print the figures as JSON to stdout and nothing else")
     x.add_argument("--model", default="default", help="shipped model name or checkpoint path (default: %(default)s)")
-    x.add_argument("--backend", choices=("torch", "onnx"), default="torch", help="classifier runtime (default: %(default)s)")
+    x.add_argument("--backend", choices=BACKEND_CHOICES, default="auto", help=BACKEND_HELP)
     x.add_argument("--patch", type=int, default=32, help="side of the sliding grey square, 8-178 px of the 178x218 crop (default: %(default)s)")
     x.add_argument("--stride", type=int, default=16, help="step of the sliding square, 4 px up to the patch (default: %(default)s)")
     x.add_argument("--scale", choices=("probability", "logit"), default="probability",
@@ -171,6 +177,19 @@ def _print_human(res: Any, threshold_of: dict[str, float], min_face: int) -> Non
             print(f"    {name:<{width}}  {prob:6.3f}{mark}")
 
 
+class _NoBar:
+    """Stands in for a tqdm bar where none is shown."""
+
+    def update(self, n: int = 1) -> None:
+        """Count nothing."""
+
+    def clear(self) -> None:
+        """Clear nothing."""
+
+    def close(self) -> None:
+        """Close nothing."""
+
+
 def _predict(args: argparse.Namespace) -> int:
     import json
     import sys
@@ -205,10 +224,13 @@ def _predict(args: argparse.Namespace) -> int:
     used_crop: set[str] = set()
     used_annot: set[str] = set()
 
-    from tqdm import tqdm
+    # A bar only for more than a few images, and only where someone sees it (a terminal); tqdm is not
+    # even imported for a few images, since most runs are one photo from a cold process.
+    bar: Any = _NoBar()
+    if len(paths) > 3:
+        from tqdm import tqdm
 
-    # A bar only for more than a few images, and only where someone sees it (a terminal).
-    bar = tqdm(total=len(paths), unit="img", file=sys.stderr, disable=None if len(paths) > 3 else True, leave=False)
+        bar = tqdm(total=len(paths), unit="img", file=sys.stderr, disable=None, leave=False)
     failed = 0
     out: list[dict[str, Any]] = []
     try:

@@ -1,8 +1,11 @@
 """AttributeModel: photo in, faces with attribute probabilities out (detect -> align -> classify).
 
 `load()` builds one from a shipped model name or a checkpoint path, with a torch or an ONNX Runtime
-backend. Probabilities go through `faceattr.runtime.logits_to_probs`; thresholds come from the
-checkpoint (0.5 where it has none).
+backend. By default ("auto") it takes ONNX Runtime wherever onnxruntime is installed and the
+checkpoint has an up-to-date export beside it (the shipped models do), so a one-photo predict never
+imports torch: importing torch alone costs more than the whole ONNX predict. Probabilities are computed
+here in numpy (`logits_to_probs`) for both backends; thresholds come from the checkpoint (0.5 where it
+has none).
 
 Faces smaller than `min_face` px are reported, flagged `too_small`, with no probabilities: below
 that size the aligned crop is mostly upsampling blur and the classifier would only guess.
@@ -24,11 +27,34 @@ from faceattr.errors import FaceattrError
 from faceattr.infer.backends import Backend, OnnxBackend, TorchBackend
 from faceattr.infer.image_io import ImageSource, describe, is_grayscale, load_rgb
 
-__all__ = ["AttributeModel", "Face", "ImageResult", "load", "export", "samples_dir", "sample_path", "BACKENDS"]
+__all__ = [
+    "AttributeModel",
+    "Face",
+    "ImageResult",
+    "load",
+    "export",
+    "samples_dir",
+    "sample_path",
+    "logits_to_probs",
+    "BACKENDS",
+]
 
 logger = logging.getLogger(__name__)
 
-BACKENDS = ("torch", "onnx")
+# "auto": ONNX Runtime when it is installed and an up-to-date export exists, else torch.
+BACKENDS = ("auto", "onnx", "torch")
+
+
+def logits_to_probs(logits: np.ndarray, output: str = "sigmoid") -> np.ndarray:
+    """Logits [N, K] -> float32 probabilities [N, A] ('softmax': 2 classes, class 1 = present)."""
+    # In float64 and then rounded, so it agrees with torch's float32 sigmoid/softmax to float32
+    # rounding; a huge logit overflows exp() to inf, which still gives the right limit (0 or 1).
+    x = np.asarray(logits, dtype=np.float64)
+    with np.errstate(over="ignore"):
+        if output == "softmax":
+            z = np.exp(x - x.max(axis=1, keepdims=True))
+            return (z[:, 1:2] / z.sum(axis=1, keepdims=True)).astype(np.float32)
+        return (1.0 / (1.0 + np.exp(-x))).astype(np.float32)
 
 
 @dataclass
@@ -160,10 +186,7 @@ class AttributeModel:
         self, crops: Sequence[np.ndarray | Image.Image], batch_size: int, flip: bool = False
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """(probabilities float32 [N, A], ages in years float32 [N] or None) for aligned crops."""
-        import torch
-
         from faceattr.data.transforms import prepare_image
-        from faceattr.runtime import logits_to_probs
 
         if len(crops) == 0:
             empty = np.zeros((0, len(self.attributes)), dtype=np.float32)
@@ -182,7 +205,7 @@ class AttributeModel:
             # Clipped to UTKFace's range: a standardised output far outside it is extrapolation.
             ages = np.clip(mean + std * logits[:, -1], 1.0, 100.0).astype(np.float32)
             logits = logits[:, :-1]
-        probs = logits_to_probs(torch.from_numpy(np.ascontiguousarray(logits)), self.output).numpy().astype(np.float32)
+        probs = logits_to_probs(logits, self.output)
         if probs.shape != (len(crops), len(self.attributes)):
             raise FaceattrError(
                 f"model '{self.name}' returned {probs.shape[1]} outputs for {len(self.attributes)} attributes"
@@ -367,10 +390,18 @@ class AttributeModel:
                     f.cancel()
 
 
-def _read_json_meta(path: Path) -> dict[str, Any]:
-    import json
-
+def _check_meta(meta: Any, where: str) -> dict[str, Any]:
+    """`meta` if it is faceattr model metadata, else a FaceattrError naming `where`."""
     from faceattr.checkpoint import FORMAT
+
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT or "attributes" not in meta or "preprocess" not in meta:
+        raise FaceattrError(f"{where}: not faceattr model metadata (written by `faceattr export`)")
+    return meta
+
+
+def _read_json_meta(path: Path) -> dict[str, Any]:
+    """Metadata from the JSON beside an export (where `faceattr export` put it before it went inside)."""
+    import json
 
     if not path.is_file():
         raise FaceattrError(f"no metadata {path} beside the ONNX model; re-export it with `faceattr export`")
@@ -378,46 +409,119 @@ def _read_json_meta(path: Path) -> dict[str, Any]:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise FaceattrError(f"{path}: unreadable model metadata ({e})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT or "attributes" not in meta or "preprocess" not in meta:
-        raise FaceattrError(f"{path}: not faceattr model metadata (written by `faceattr export`)")
-    return meta
+    return _check_meta(meta, str(path))
 
 
-def load(name_or_path: str | Path = "default", *, device: str = "cpu", backend: str = "torch") -> AttributeModel:
-    """Load a shipped model by name or a checkpoint by path (`backend="onnx"`: its exported .onnx, or a .onnx path)."""
-    from faceattr.checkpoint import load_checkpoint, read_metadata, resolve_checkpoint
+def _onnx_meta(backend: OnnxBackend) -> dict[str, Any]:
+    """The metadata inside an exported .onnx; exports older than that carry it in a JSON beside them."""
+    import json
+
+    from faceattr.infer.backends import META_KEY
+
+    raw = backend.metadata.get(META_KEY)
+    if raw is None:
+        return _read_json_meta(backend.path.with_suffix(".json"))
+    try:
+        meta = json.loads(raw)
+    except ValueError as e:
+        raise FaceattrError(f"{backend.path}: unreadable model metadata inside the file ({e})") from None
+    return _check_meta(meta, str(backend.path))
+
+
+def _refresh_hint(ckpt: Path) -> str:
+    """The command that re-exports `ckpt` (the shipped models have their own script)."""
+    from faceattr.checkpoint import shipped_models_dir
+
+    if ckpt.resolve().parent == shipped_models_dir():
+        return "python scripts/export_shipped_onnx.py"
+    return f"faceattr export {ckpt} --onnx {ckpt.with_suffix('.onnx')}"
+
+
+def _load_torch(ckpt: Path, device: str) -> AttributeModel:
+    """The checkpoint on torch (imported here, and only here on the predict path)."""
+    from faceattr.checkpoint import load_checkpoint
+    from faceattr.data.transforms import Preprocess
     from faceattr.runtime import resolve_device
+
+    dev = resolve_device(device)
+    model, meta = load_checkpoint(ckpt, device=str(dev))
+    return AttributeModel(TorchBackend(model, Preprocess.from_dict(meta["preprocess"]), dev), meta, name=ckpt.stem)
+
+
+def _onnx_device(device: str) -> str | None:
+    """The device ONNX Runtime would run on for `device`, or None where this onnxruntime cannot."""
+    if device in ("cpu", "auto"):
+        return "cpu"
+    import onnxruntime as ort
+
+    return device if "CUDAExecutionProvider" in ort.get_available_providers() else None
+
+
+def load(name_or_path: str | Path = "default", *, device: str = "cpu", backend: str = "auto") -> AttributeModel:
+    """Load a shipped model by name, a checkpoint by path, or an exported .onnx file.
+
+    `backend="auto"` (the default) runs ONNX Runtime where onnxruntime is installed, the device is one
+    it can use, and the checkpoint has an export beside it (`<checkpoint>.onnx`) that records this
+    checkpoint's sha256; otherwise torch. `"onnx"` insists on the export (a stale one is an error),
+    `"torch"` on torch.
+    """
+    import importlib.util
+
+    from faceattr.checkpoint import file_sha256, read_metadata, resolve_checkpoint
+    from faceattr.infer.backends import SOURCE_SHA256_KEY
 
     if backend not in BACKENDS:
         raise FaceattrError(f"unknown backend '{backend}'; use one of: {', '.join(BACKENDS)}")
     path = Path(name_or_path)
-    if backend == "torch":
-        if path.suffix == ".onnx":
-            raise FaceattrError(f"{path} is an ONNX model; load it with backend='onnx' (--backend onnx)")
-        ckpt = resolve_checkpoint(name_or_path)
-        model, meta = load_checkpoint(ckpt, device=str(resolve_device(device)))
-        from faceattr.data.transforms import Preprocess
-
-        tb = TorchBackend(model, Preprocess.from_dict(meta["preprocess"]), resolve_device(device))
-        return AttributeModel(tb, meta, name=ckpt.stem)
-    # ONNX: a .onnx path directly, or the export that sits beside a checkpoint.
     if path.suffix == ".onnx":
+        if backend == "torch":
+            raise FaceattrError(f"{path} is an ONNX model; load it with backend='onnx' (--backend onnx)")
         if not path.is_file():
             raise FaceattrError(f"ONNX model not found: {path}")
-        onnx_path = path
-        meta = _read_json_meta(path.with_suffix(".json"))
-    else:
-        ckpt = resolve_checkpoint(name_or_path)
-        onnx_path = ckpt.with_suffix(".onnx")
+        ob = OnnxBackend(path, _onnx_device(device) or device)
+        return AttributeModel(ob, _onnx_meta(ob), name=path.stem)
+    ckpt = resolve_checkpoint(name_or_path)
+    if backend == "torch":
+        return _load_torch(ckpt, device)
+    onnx_path = ckpt.with_suffix(".onnx")
+    if backend == "auto":
+        if importlib.util.find_spec("onnxruntime") is None:
+            logger.debug("onnxruntime is not installed: using torch")
+            return _load_torch(ckpt, device)
         if not onnx_path.is_file():
-            raise FaceattrError(
-                f"no ONNX export of '{name_or_path}' (looked for {onnx_path}); create it with "
-                f"`faceattr export {name_or_path} --onnx {onnx_path}` or use --backend torch"
-            )
+            logger.debug("no ONNX export %s: using torch", onnx_path)
+            return _load_torch(ckpt, device)
+        onnx_device = _onnx_device(device)
+        if onnx_device is None:
+            logger.debug("this onnxruntime cannot run on %s: using torch", device)
+            return _load_torch(ckpt, device)
+    elif not onnx_path.is_file():
+        raise FaceattrError(
+            f"no ONNX export of '{name_or_path}' (looked for {onnx_path}); create it with "
+            f"`{_refresh_hint(ckpt)}` or use --backend torch"
+        )
+    else:
+        onnx_device = _onnx_device(device) or device  # OnnxBackend explains a device it cannot use
+    ob = OnnxBackend(onnx_path, onnx_device)
+    recorded = ob.metadata.get(SOURCE_SHA256_KEY)
+    if recorded is None:
+        # An export from before sources were recorded: used when asked for, never picked silently.
+        if backend == "auto":
+            logger.info("%s does not record which checkpoint it came from: using torch; re-export it with `%s` "
+                        "to make ONNX Runtime the default for it", onnx_path, _refresh_hint(ckpt))
+            return _load_torch(ckpt, device)
+        logger.warning("%s does not record which checkpoint it came from, so it may be stale; re-export it with `%s`",
+                       onnx_path, _refresh_hint(ckpt))
         json_path = onnx_path.with_suffix(".json")
-        meta = _read_json_meta(json_path) if json_path.is_file() else read_metadata(ckpt)
-    dev = "cpu" if device in ("cpu", "auto") else device
-    return AttributeModel(OnnxBackend(onnx_path, dev), meta, name=onnx_path.stem)
+        meta = _onnx_meta(ob) if json_path.is_file() else read_metadata(ckpt)
+        return AttributeModel(ob, meta, name=onnx_path.stem)
+    if recorded != file_sha256(ckpt):
+        msg = f"{onnx_path} was exported from another version of {ckpt.name}; re-export it with `{_refresh_hint(ckpt)}`"
+        if backend == "auto":
+            logger.warning("%s (using torch meanwhile)", msg)
+            return _load_torch(ckpt, device)
+        raise FaceattrError(msg + " or use --backend torch")
+    return AttributeModel(ob, _onnx_meta(ob), name=onnx_path.stem)
 
 
 def samples_dir() -> Path:
@@ -438,11 +542,15 @@ def sample_path(name: str = "grace_hopper") -> Path:
 
 
 def export(
-    name_or_path: str | Path, onnx_path: str | Path, *, opset: int | None = None
+    name_or_path: str | Path, onnx_path: str | Path, *, opset: int | None = None, sidecar_json: bool = True
 ) -> tuple[Path, float]:
-    """Export a checkpoint (or shipped model) to ONNX with its metadata JSON beside it, verified
-    against torch on the aligned sample portraits; returns (path, max abs logit difference)."""
-    from faceattr.checkpoint import load_checkpoint, resolve_checkpoint
+    """Export a checkpoint (or shipped model) to ONNX, verified against torch on the aligned sample
+    portraits; returns (path, max abs logit difference).
+
+    The file holds the checkpoint's metadata and sha256; `sidecar_json` also writes the metadata as
+    JSON beside it (off for the shipped models, whose JSON beside them is the checkpoint's own).
+    """
+    from faceattr.checkpoint import file_sha256, load_checkpoint, resolve_checkpoint
     from faceattr.data.transforms import Preprocess, prepare_image
     from faceattr.infer.backends import DEFAULT_OPSET, export_onnx
 
@@ -456,4 +564,5 @@ def export(
     rng = np.random.default_rng(0)
     check = [prepare_image(c, pre) for c in crops]
     check += list(rng.integers(0, 256, size=(2, *pre.size, 3), dtype=np.uint8))
-    return export_onnx(model, pre, meta, onnx_path, opset=opset or DEFAULT_OPSET, check_images=np.stack(check))
+    return export_onnx(model, pre, meta, onnx_path, opset=opset or DEFAULT_OPSET, check_images=np.stack(check),
+                       source_sha256=file_sha256(ckpt), sidecar_json=sidecar_json)
