@@ -21,7 +21,8 @@ def cli_env(dataset: tuple[Path, dict], tmp_path: Path, monkeypatch: pytest.Monk
     """`--model NAME` loads a fake model of that name; returns (folder, index path, truth)."""
     from faceattr.search import indexer
 
-    monkeypatch.setattr(indexer, "load_model", lambda source, device="cpu": FakeModel(name=Path(str(source)).stem))
+    monkeypatch.setattr(indexer, "load_model",
+                        lambda source, device="cpu", backend="auto": FakeModel(name=Path(str(source)).stem))
     root, truth = dataset
     return root, tmp_path / "idx.sqlite", truth
 
@@ -152,3 +153,20 @@ def test_search_by_age_shows_an_age_column(tmp_path: Path, capsys: pytest.Captur
     assert main(["search", str(index), "--where", "age<30 Smiling=1", "--top", "5", "--sheet", str(html)]) == 0
     text = html.read_text()
     assert text.count('class="age"') == 5 and f"age ~{ages[expected.matches[0].image]:.0f}" in text
+
+
+def test_backend_flag_reaches_the_model_loader(dataset: tuple[Path, dict], tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from faceattr.search import indexer
+
+    asked: list[str] = []
+
+    def fake_load(source: str, device: str = "cpu", backend: str = "auto") -> FakeModel:
+        asked.append(backend)
+        return FakeModel(name=Path(str(source)).stem)
+
+    monkeypatch.setattr(indexer, "load_model", fake_load)
+    root, _ = dataset
+    assert main(["-q", "index", str(root), "--out", str(tmp_path / "a.sqlite")]) == 0
+    assert main(["-q", "index", str(root), "--out", str(tmp_path / "b.sqlite"), "--backend", "torch"]) == 0
+    assert asked == ["auto", "torch"]

@@ -280,6 +280,33 @@ def test_threads_cap_applies_while_indexing_and_is_restored(dataset: tuple[Path,
         build_index(root, tmp_path / "i.sqlite", FakeModel(), threads=0, progress=False)
 
 
+def test_threads_cap_reaches_an_onnx_runtime_backend_and_is_restored(dataset: tuple[Path, dict], tmp_path: Path) -> None:
+    # ONNX Runtime ignores OMP_NUM_THREADS and torch's setting: the indexer reopens its session instead.
+    root, _ = dataset
+
+    class Backend:
+        def __init__(self) -> None:
+            self.threads, self.calls = 0, []
+
+        def set_threads(self, n: int) -> None:
+            self.calls.append(n)
+            self.threads = n
+
+    seen: list[int] = []
+
+    class OnnxLike(FakeModel):
+        backend = Backend()
+
+        def predict_many(self, images, **kw):  # type: ignore[no-untyped-def,override]
+            seen.append(self.backend.threads)
+            return super().predict_many(images, **kw)
+
+    model = OnnxLike()
+    build_index(root, tmp_path / "i.sqlite", model, batch_size=16, threads=1, progress=False)
+    assert seen and set(seen) == {1}
+    assert model.backend.calls == [1, 0] and model.backend.threads == 0
+
+
 class _GatedModel(FakeModel):
     """A FakeModel whose first batch signals `started` and then waits for `go`."""
 

@@ -22,7 +22,7 @@ import sys
 sys.path.insert(0, {tests!r})
 import faceattr.search.indexer as indexer
 from search.fakes import FakeModel
-indexer.load_model = lambda source, device="cpu": FakeModel(name=source)
+indexer.load_model = lambda source, device="cpu", backend="auto": FakeModel(name=source)
 from faceattr.cli import main
 sys.exit(main(["serve", "--index", {index!r}, "--port", "{port}"]))
 """

@@ -29,6 +29,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--retry-errors", action="store_true", help="process files recorded as unreadable again")
     p.add_argument("--max-faces", type=int, default=10, help="most faces kept per image (default 10)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    p.add_argument("--backend", choices=("auto", "onnx", "torch"), default="auto",
+                   help="classifier runtime: 'auto' takes ONNX Runtime when the model has an up-to-date .onnx export "
+                   "(the shipped models do), else torch (default auto)")
     p.set_defaults(func=_cmd_index)
 
     s = subparsers.add_parser(
@@ -47,6 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--sheet", metavar="OUT", help="write a contact sheet of the matches: OUT.html or OUT.png")
     s.add_argument("--model", default=None, help="model for --like (default: the one the index was built with)")
     s.add_argument("--device", default="cpu", help="device for --like (default cpu)")
+    s.add_argument("--backend", choices=("auto", "onnx", "torch"), default="auto", help="classifier runtime for --like (default auto)")
     s.set_defaults(func=_cmd_search)
 
 
@@ -75,6 +79,7 @@ def _cmd_index(args: argparse.Namespace) -> int:
         retry_errors=args.retry_errors,
         max_faces=args.max_faces,
         device=args.device,
+        backend=args.backend,
         threads=args.threads,
         progress=not getattr(args, "quiet", False),
     )
@@ -128,7 +133,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
                 raise FaceattrError(f"{args.index} holds no indexed faces yet; run `faceattr index` first")
             from faceattr.search.indexer import load_model
 
-            model = load_model(args.model or ident.source, device=args.device)
+            model = load_model(args.model or ident.source, device=args.device, backend=args.backend)
             like = probe_vector(model, args.like, store.attributes)
         result = search(store, args.where, like=like, top=args.top, space=args.space)
         root = store.root

@@ -195,11 +195,11 @@ def index_batch(
     return records
 
 
-def load_model(source: str, device: str = "cpu") -> Predictor:
+def load_model(source: str, device: str = "cpu", backend: str = "auto") -> Predictor:
     """Load a model by shipped name or checkpoint path (module-level, so worker processes can pickle it)."""
     from faceattr.infer import load
 
-    model: Predictor = load(source, device=device)
+    model: Predictor = load(source, device=device, backend=backend)
     return model
 
 
@@ -207,14 +207,16 @@ def _is_model(obj: object) -> bool:
     return hasattr(obj, "predict_many") and hasattr(obj, "attributes")
 
 
-def _resolve_model(model: ModelSource, device: str) -> tuple[Predictor, Callable[[], Predictor] | None, str]:
+def _resolve_model(
+    model: ModelSource, device: str, backend: str = "auto"
+) -> tuple[Predictor, Callable[[], Predictor] | None, str]:
     """(model for this process, picklable loader for other processes or None, source name to record)."""
     if _is_model(model):
         return model, None, str(getattr(model, "name", "model"))  # type: ignore[return-value]
     if isinstance(model, (str, Path)):
         # A checkpoint path is recorded absolute, so later runs from another folder find it again.
         source = str(Path(model).resolve()) if Path(model).exists() else str(model)
-        loader: Callable[[], Predictor] = functools.partial(load_model, source, device)
+        loader: Callable[[], Predictor] = functools.partial(load_model, source, device, backend)
         return loader(), loader, source
     if callable(model):
         loaded = model()
@@ -233,24 +235,34 @@ Records = Generator[list[FileRecord], None, None]
 
 
 def _run_inline(model: Predictor, root: Path, batches: Iterable[list[FileEntry]], kw: dict[str, Any], threads: int | None) -> Records:
-    with _thread_limit(threads):
+    with _thread_limit(threads, model):
         for batch in batches:
             yield index_batch(model, root, batch, **kw)
 
 
+def _onnx_backend(model: object) -> Any:
+    """The model's ONNX Runtime backend (which has `set_threads`), or None for any other model."""
+    backend = getattr(model, "backend", None)
+    return backend if hasattr(backend, "set_threads") else None
+
+
 @contextmanager
-def _thread_limit(threads: int | None) -> Iterator[None]:
-    """Cap torch's and OpenCV's threads in this process for the duration, then restore them."""
+def _thread_limit(threads: int | None, model: object = None) -> Iterator[None]:
+    """Cap torch's, OpenCV's and the model's ONNX Runtime threads for the duration, then restore them."""
     if threads is None:
         yield
         return
     torch = sys.modules.get("torch")
     cv2 = sys.modules.get("cv2")
-    before = (torch.get_num_threads() if torch else None, cv2.getNumThreads() if cv2 else None)
+    ort = _onnx_backend(model)
+    before = (torch.get_num_threads() if torch else None, cv2.getNumThreads() if cv2 else None,
+              ort.threads if ort else None)
     if torch:
         torch.set_num_threads(threads)
     if cv2:
         cv2.setNumThreads(threads)
+    if ort:
+        ort.set_threads(threads)
     try:
         yield
     finally:
@@ -258,6 +270,8 @@ def _thread_limit(threads: int | None) -> Iterator[None]:
             torch.set_num_threads(before[0])
         if cv2 and before[1] is not None:
             cv2.setNumThreads(before[1])
+        if ort and before[2] is not None:
+            ort.set_threads(before[2])
 
 
 _WORKER_STATE: dict[str, Any] = {}
@@ -269,6 +283,10 @@ def _worker_init(loader: Callable[[], Predictor], threads: int) -> None:
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(threads)
     _WORKER_STATE["model"] = loader()
+    # ONNX Runtime reads none of those variables: its session is reopened with this worker's share.
+    ort = _onnx_backend(_WORKER_STATE["model"])
+    if ort:
+        ort.set_threads(threads)
     # ...and applied again in case a library was imported before (e.g. by unpickling the loader).
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(threads)
@@ -396,12 +414,14 @@ def build_index(
     retry_errors: bool = False,
     max_faces: int = 10,
     device: str = "cpu",
+    backend: str = "auto",
     threads: int | None = None,
     progress: bool = True,
     on_batch: Callable[[IndexStats], None] | None = None,
 ) -> IndexStats:
     """Create or update the index of every image under `folder`; returns what the run did.
 
+    `backend` picks the classifier runtime for a model given by name or path (see `faceattr.infer.load`).
     `threads` caps the CPU threads of all processes together (split evenly between `workers`); None
     leaves one process at its libraries' defaults and gives each worker an equal share of the cores.
     `on_batch(stats)` is called after each committed batch with the running totals (for progress
@@ -425,7 +445,7 @@ def build_index(
         except ImportError:
             raise FaceattrError(ray_missing_message()) from None
 
-    loaded, loader, source = _resolve_model(model, device)
+    loaded, loader, source = _resolve_model(model, device, backend)
     if loader is None and (workers > 1 or engine == "ray"):
         raise FaceattrError("parallel indexing loads one model per process: pass the model by name or path, not a loaded model")
     identity = model_identity(loaded, source)

@@ -20,6 +20,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; 0.0.0.0 exposes it to the network)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    p.add_argument("--backend", choices=("auto", "onnx", "torch"), default="auto",
+                   help="classifier runtime: 'auto' takes ONNX Runtime when the model has an up-to-date .onnx export "
+                   "(the shipped models do), else torch (default auto)")
     p.add_argument("--max-upload-mb", type=float, default=15.0, help="largest accepted upload in MiB (default 15)")
     # default None, resolved in _cmd_serve: importing image_io here would load numpy and PIL on every `faceattr` run.
     p.add_argument("--max-pixels", type=int, default=None,
@@ -53,7 +56,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                 ident = store.model_identity()
             if ident is not None:
                 source = ident.source
-    model = load_model(source, device=args.device)
+    model = load_model(source, device=args.device, backend=args.backend)
     app = create_app(model, args.index, max_upload_bytes=int(args.max_upload_mb * 2**20), max_pixels=max_pixels)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("listening on %s: anyone who can reach this machine can use the service (there is no authentication)", args.host)
