@@ -95,6 +95,41 @@ def test_onnx_export_matches_torch(ensemble: Path, crops: np.ndarray) -> None:
     assert pt.std() > 0.1 and np.abs(pt - ox).max() < 1e-4
 
 
+def test_weighted_outputs_take_their_members_shares_on_real_faces(members: tuple[Path, Path], crops: np.ndarray,
+                                                                 tmp_path: Path) -> None:
+    out = make_ensemble(list(members), tmp_path / "w.safetensors", output_weights={"Male": [0.0, 2.0], "Young": [3, 1]})
+    ens, a, b = load(out), *(load(m) for m in members)
+    la, lb = (m.backend.logits(np.stack([_prepared(m, c) for c in crops])) for m in (a, b))
+    le = ens.backend.logits(np.stack([_prepared(ens, c) for c in crops]))
+    male, young = ATTRS.index("Male"), ATTRS.index("Young")
+    np.testing.assert_allclose(le[:, male], lb[:, male], atol=1e-5)  # weights 0 and 2: the second member alone
+    np.testing.assert_allclose(le[:, young], 0.75 * la[:, young] + 0.25 * lb[:, young], atol=1e-5)
+    rest = [i for i in range(len(ATTRS)) if i not in (male, young)]
+    np.testing.assert_allclose(le[:, rest], (la[:, rest] + lb[:, rest]) / 2, atol=1e-5)
+    assert read_metadata(out)["model"]["output_weights"][1][male] == 1.0
+    # The weights live in the metadata and the exported graph, not only in this process.
+    _, diff = export(out, tmp_path / "w.onnx")
+    assert diff < 1e-4
+    np.testing.assert_allclose(load(out, backend="onnx").predict_aligned(crops), ens.predict_aligned(crops), atol=1e-4)
+
+
+def test_weights_name_real_outputs_and_one_share_per_member(members: tuple[Path, Path], tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(FaceattrError, match=r"did you mean Male\?"):
+        make_ensemble(list(members), tmp_path / "a.safetensors", output_weights={"Mal": [1, 1]})
+    with pytest.raises(FaceattrError, match="2 non-negative weights"):
+        make_ensemble(list(members), tmp_path / "b.safetensors", output_weights={"Male": [1, 1, 1]})
+    with pytest.raises(FaceattrError, match="not all 0"):
+        make_ensemble(list(members), tmp_path / "c.safetensors", output_weights={"Male": [0, 0]})
+    assert not any(tmp_path.iterdir())
+    out = tmp_path / "cli.safetensors"
+    assert main(["-q", "ensemble", *map(str, members), "--out", str(out), "--weight", "Smiling=1,0"]) == 0
+    assert read_metadata(out)["model"]["output_weights"][0][ATTRS.index("Smiling")] == 1.0
+    capsys.readouterr()
+    assert main(["-q", "ensemble", *map(str, members), "--out", str(tmp_path / "d.safetensors"), "--weight", "Smiling"]) == 2
+    assert "OUTPUT=W1,W2" in capsys.readouterr().err
+
+
 def test_evaluate_calibrates_an_ensemble_and_predict_uses_its_thresholds(ensemble: Path, celeba_root: Path,
                                                                           tmp_path: Path) -> None:
     from faceattr.evaluate import EvalConfig, evaluate_model

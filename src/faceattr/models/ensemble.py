@@ -1,11 +1,16 @@
 """Several trained attribute networks as one: each normalises the shared input its own way, logits averaged.
 
+The average may be weighted per output (``output_weights``, one row per member, one column per output,
+each column summing to 1): a member trained mostly for gender and age can own those outputs while the
+others keep the attributes they learned better.
+
 An ensemble is not a registry entry (it has no builder and no pretrained weights): it is rebuilt
 from a checkpoint whose ``model`` block lists its members, each with the registry name, kwargs and
 normalisation it was trained with::
 
     {"name": "ensemble", "members": [{"name": "mobilenet_v2", "kwargs": {...},
-                                      "mean": [3], "std": [3]}, ...]}
+                                      "mean": [3], "std": [3]}, ...],
+     "output_weights": [[...per output...], ...per member...]}    # optional: plain mean without it
 
 The ensemble's own preprocessing resizes and crops like every member (they must agree) and leaves
 pixels in 0..1 (mean 0, std 1); each member then applies its own mean/std inside the graph, so one
@@ -27,13 +32,14 @@ __all__ = ["ENSEMBLE", "EnsembleNet", "ensemble_from_spec"]
 
 
 class EnsembleNet(nn.Module):
-    """Input 0..1 RGB [N, 3, H, W] -> mean of the members' logits, each member fed its own normalisation."""
+    """Input 0..1 RGB [N, 3, H, W] -> (weighted) mean of the members' logits, each member fed its own normalisation."""
 
     def __init__(
         self,
         members: Sequence[nn.Module],
         means: Sequence[Sequence[float]],
         stds: Sequence[Sequence[float]],
+        output_weights: Sequence[Sequence[float]] | None = None,
     ) -> None:
         super().__init__()
         if len(members) < 2:
@@ -46,15 +52,27 @@ class EnsembleNet(nn.Module):
         for i, (mean, std) in enumerate(zip(means, stds, strict=True)):
             self.register_buffer(f"mean_{i}", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
             self.register_buffer(f"std_{i}", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.output_weights: torch.Tensor | None
+        if output_weights is None:
+            self.output_weights = None
+        else:
+            w = torch.tensor([list(map(float, row)) for row in output_weights], dtype=torch.float32)
+            if w.ndim != 2 or w.shape[0] != len(members):
+                raise FaceattrError(f"output_weights needs one row per member ({len(members)}), got shape {tuple(w.shape)}")
+            if (w < 0).any() or not torch.allclose(w.sum(0), torch.ones(w.shape[1]), atol=1e-4):
+                raise FaceattrError("output_weights must be >= 0 and sum to 1 over the members for every output")
+            self.register_buffer("output_weights", w, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Return the members' logits averaged (same shape as one member's output)."""
         total: torch.Tensor | None = None
         for i, member in enumerate(self.members):
             logits = member((x - getattr(self, f"mean_{i}")) / getattr(self, f"std_{i}"))
+            if self.output_weights is not None:
+                logits = logits * self.output_weights[i]
             total = logits if total is None else total + logits
         assert total is not None  # at least two members, checked in __init__
-        return total / len(self.members)
+        return total if self.output_weights is not None else total / len(self.members)
 
 
 def _member_error(i: int, why: str) -> FaceattrError:
@@ -80,4 +98,7 @@ def ensemble_from_spec(spec: Mapping[str, Any]) -> EnsembleNet:
         nets.append(create_model(m["name"], pretrained=False, **m["kwargs"]))
         means.append([float(v) for v in mean])
         stds.append([float(v) for v in std])
-    return EnsembleNet(nets, means, stds)
+    weights = spec.get("output_weights")
+    if weights is not None and not (isinstance(weights, list) and all(isinstance(r, list) for r in weights)):
+        raise FaceattrError("ensemble checkpoint metadata has malformed output_weights; rebuild it with `faceattr ensemble`")
+    return EnsembleNet(nets, means, stds, weights)

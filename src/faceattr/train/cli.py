@@ -105,13 +105,17 @@ def register(sub: Any) -> None:
     e.add_argument("--out", required=True, help="the ensemble's .safetensors file")
     e.add_argument("--half", action="store_true", help="store fp16 weights (half the size)")
     e.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    e.add_argument("--weight", action="append", default=[], metavar="OUTPUT=W1,W2,...",
+                   help="weigh one output's logits per member, e.g. --weight Male=1,1,2 --weight age=0,0,1 "
+                   "(repeatable; other outputs are averaged equally)")
     e.set_defaults(func=_run_ensemble)
 
 
 def _run_ensemble(args: argparse.Namespace) -> int:
-    from faceattr.train.ensemble import make_ensemble
+    from faceattr.train.ensemble import make_ensemble, parse_weight
 
-    out = make_ensemble(args.checkpoints, args.out, half=args.half, overwrite=args.overwrite)
+    weights = dict(parse_weight(w) for w in args.weight)
+    out = make_ensemble(args.checkpoints, args.out, half=args.half, overwrite=args.overwrite, output_weights=weights or None)
     print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB), an ensemble of {len(args.checkpoints)} models; "
           f"calibrate it with: faceattr evaluate {out} --data-root DIR --split valid --calibrate accuracy --calibrate-split holdout")
     return 0

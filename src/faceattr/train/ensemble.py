@@ -9,15 +9,15 @@ The result is an ordinary faceattr checkpoint: `faceattr evaluate` calibrates it
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from faceattr.checkpoint import load_checkpoint, load_tensors, read_metadata, resolve_checkpoint, save_checkpoint
-from faceattr.errors import FaceattrError
+from faceattr.errors import FaceattrError, did_you_mean
 from faceattr.models.ensemble import ENSEMBLE, EnsembleNet
 
-__all__ = ["make_ensemble", "split_ensemble", "interpolate_checkpoints"]
+__all__ = ["make_ensemble", "parse_weight", "split_ensemble", "interpolate_checkpoints"]
 
 logger = logging.getLogger(__name__)
 
@@ -82,8 +82,39 @@ def split_ensemble(checkpoint: str | Path, out_dir: str | Path) -> list[Path]:
     return written
 
 
-def make_ensemble(checkpoints: Sequence[str | Path], out: str | Path, *, half: bool = False, overwrite: bool = False) -> Path:
-    """Write one checkpoint averaging the logits of `checkpoints` (run folders, files or shipped names)."""
+def _weight_matrix(outputs: Sequence[str], n_members: int, given: Mapping[str, Sequence[float]]) -> list[list[float]]:
+    """Rows per member, columns per output: equal shares, except the outputs in `given` (normalised to sum 1)."""
+    rows = [[1.0 / n_members] * len(outputs) for _ in range(n_members)]
+    for name, weights in given.items():
+        if name not in outputs:
+            raise FaceattrError(f"--weight names '{name}', which the members do not predict{did_you_mean(name, outputs)}")
+        if len(weights) != n_members or any(w < 0 for w in weights) or sum(weights) <= 0:
+            raise FaceattrError(f"--weight {name} needs {n_members} non-negative weights, one per member, not all 0; got {list(weights)}")
+        j = outputs.index(name)
+        for i, w in enumerate(weights):
+            rows[i][j] = float(w) / float(sum(weights))
+    return rows
+
+
+def parse_weight(text: str) -> tuple[str, list[float]]:
+    """'Male=1,1,2' -> ('Male', [1.0, 1.0, 2.0]): one output's weight per member, in the members' order."""
+    name, sep, values = text.partition("=")
+    try:
+        weights = [float(v) for v in values.split(",")]
+    except ValueError:
+        weights = []
+    if not sep or not name.strip() or not weights:
+        raise FaceattrError(f"--weight '{text}' is not OUTPUT=W1,W2,... (e.g. Male=1,1,2: the third member counts double)")
+    return name.strip(), weights
+
+
+def make_ensemble(checkpoints: Sequence[str | Path], out: str | Path, *, half: bool = False, overwrite: bool = False,
+                  output_weights: Mapping[str, Sequence[float]] | None = None) -> Path:
+    """Write one checkpoint averaging the logits of `checkpoints` (run folders, files or shipped names).
+
+    `output_weights` maps an output (an attribute, or "age") to one weight per member: that output's
+    logits are averaged with those weights (normalised), the other outputs equally.
+    """
     if len(checkpoints) < 2:
         raise FaceattrError(f"an ensemble needs at least 2 checkpoints, got {len(checkpoints)}")
     paths = [resolve_checkpoint(c) for c in checkpoints]
@@ -100,8 +131,10 @@ def make_ensemble(checkpoints: Sequence[str | Path], out: str | Path, *, half: b
     nets = [load_checkpoint(p)[0] for p in paths]
     means = [list(m["preprocess"]["mean"]) for m in metas]
     stds = [list(m["preprocess"]["std"]) for m in metas]
-    model = EnsembleNet(nets, means, stds)
     first = metas[0]
+    outputs = [*first["attributes"], *(["age"] if first.get("age") else [])]
+    weights = _weight_matrix(outputs, len(paths), output_weights) if output_weights else None
+    model = EnsembleNet(nets, means, stds, weights)
     meta: dict[str, Any] = {
         "model": {
             "name": ENSEMBLE,
@@ -109,6 +142,7 @@ def make_ensemble(checkpoints: Sequence[str | Path], out: str | Path, *, half: b
                 {"name": m["model"]["name"], "kwargs": m["model"]["kwargs"], "mean": mean, "std": std}
                 for m, mean, std in zip(metas, means, stds, strict=True)
             ],
+            **({"output_weights": weights} if weights is not None else {}),
         },
         "attributes": list(first["attributes"]),
         "output": first.get("output", "sigmoid"),
