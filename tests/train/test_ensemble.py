@@ -90,7 +90,7 @@ def test_checkpoint_describes_its_members_and_stores_only_their_weights(members:
 def test_onnx_export_matches_torch(ensemble: Path, crops: np.ndarray) -> None:
     path, diff = export(ensemble, ensemble.with_suffix(".onnx"))
     assert diff < 1e-4
-    pt = load(ensemble).predict_aligned(crops)
+    pt = load(ensemble, backend="torch").predict_aligned(crops)  # an export beside it makes 'auto' pick ONNX
     ox = load(ensemble, backend="onnx").predict_aligned(crops)
     assert pt.std() > 0.1 and np.abs(pt - ox).max() < 1e-4
 
@@ -98,7 +98,7 @@ def test_onnx_export_matches_torch(ensemble: Path, crops: np.ndarray) -> None:
 def test_weighted_outputs_take_their_members_shares_on_real_faces(members: tuple[Path, Path], crops: np.ndarray,
                                                                  tmp_path: Path) -> None:
     out = make_ensemble(list(members), tmp_path / "w.safetensors", output_weights={"Male": [0.0, 2.0], "Young": [3, 1]})
-    ens, a, b = load(out), *(load(m) for m in members)
+    ens, a, b = load(out, backend="torch"), *(load(m, backend="torch") for m in members)
     la, lb = (m.backend.logits(np.stack([_prepared(m, c) for c in crops])) for m in (a, b))
     le = ens.backend.logits(np.stack([_prepared(ens, c) for c in crops]))
     male, young = ATTRS.index("Male"), ATTRS.index("Young")
