@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
+import builtins
+import errno
+import io
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("FACEATTR_SHARED", REPO.parent / "shared"))
 CELEBA = SHARED / "celeba"
 UTKFACE = SHARED / "utkface"
 TORCH_HOME = SHARED / "weights" / "torch_home"
+
+# The fuzz tests (marker `fuzz`) take their budget from a profile: 'ci' (the default) keeps the whole
+# default run within seconds; `HYPOTHESIS_PROFILE=long .venv/bin/pytest -m fuzz` searches much deeper.
+_FUZZ_HEALTH = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.filter_too_much]
+settings.register_profile("ci", max_examples=30, deadline=None, database=None, print_blob=True,
+                          suppress_health_check=_FUZZ_HEALTH)
+settings.register_profile("long", max_examples=3000, deadline=None, print_blob=True, suppress_health_check=_FUZZ_HEALTH)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -52,3 +66,70 @@ def weights_dir() -> Path:
     if not (d / "torch_home").is_dir():
         pytest.skip(f"offline weights not found at {d}")
     return d
+
+
+class _FullDiskFile:
+    """A writable file object on a 'full disk': writes beyond the byte budget raise ENOSPC, as the kernel would."""
+
+    def __init__(self, f: Any, path: str, state: dict[str, int]) -> None:
+        self._f, self._path, self._state = f, path, state
+
+    def write(self, data: Any) -> int:
+        n = len(data) if not isinstance(data, memoryview) else data.nbytes
+        room = self._state["budget"] - self._state["written"]
+        if n > room:
+            if room > 0:  # a short write first, as a real full disk gives: part of the data lands
+                self._f.write(data[:room])
+                self._state["written"] += room
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), self._path)
+        self._state["written"] += n
+        return self._f.write(data)
+
+    def __enter__(self) -> _FullDiskFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._f.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._f, name)
+
+    def __iter__(self) -> Any:
+        return iter(self._f)
+
+
+@pytest.fixture
+def disk_full(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
+    """Factory: fill(folder, budget=0, rename=False) makes the disk under `folder` 'full'.
+
+    Files opened for writing there through open()/io.open (and so pathlib) accept `budget` bytes in
+    all, then raise OSError(ENOSPC) after a short write; with `rename`, os.replace into the folder
+    fails with ENOSPC too (a full directory block). Reading and writing elsewhere are untouched.
+    Mounting a small tmpfs would be closer to the real thing but needs privileges CI does not have.
+    """
+    real_open, real_replace = builtins.open, os.replace
+
+    def fill(folder: Path, budget: int = 0, rename: bool = False) -> None:
+        root = os.path.realpath(folder)
+        state = {"budget": budget, "written": 0}
+
+        def inside(path: Any) -> bool:
+            return isinstance(path, (str, bytes, os.PathLike)) and not isinstance(path, int) and \
+                os.path.realpath(os.fsdecode(path)).startswith(root + os.sep)
+
+        def full_open(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+            f = real_open(file, mode, *args, **kwargs)
+            if inside(file) and any(c in mode for c in "wax+"):
+                return _FullDiskFile(f, os.fsdecode(file), state)
+            return f
+
+        def full_replace(src: Any, dst: Any, *args: Any, **kwargs: Any) -> None:
+            if rename and inside(dst):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), os.fsdecode(dst))
+            real_replace(src, dst, *args, **kwargs)
+
+        monkeypatch.setattr(builtins, "open", full_open)
+        monkeypatch.setattr(io, "open", full_open)
+        monkeypatch.setattr(os, "replace", full_replace)
+
+    return fill
