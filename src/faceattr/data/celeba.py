@@ -182,11 +182,37 @@ def _layout_files(layout: str, ann: Path) -> _Files:
 
 
 def _read_bytes(path: Path) -> bytes:
-    """The raw bytes of an annotation file, or a one-line error."""
+    """The raw bytes of an annotation file (a UTF-8 byte-order mark dropped), or a one-line error."""
     try:
-        return path.read_bytes()
+        data = path.read_bytes()
     except OSError as e:
         raise FaceattrError(f"cannot read {path}: {e.strerror or e}; check the file and its permissions") from None
+    return _drop_bom(path, data)
+
+
+def _drop_bom(path: Path, data: bytes) -> bytes:
+    """`data` without a UTF-8 byte-order mark; UTF-16 text is a one-line error."""
+    # Editors on Windows save "Unicode" text as UTF-16 and UTF-8 with a BOM: the first would read as
+    # fields split at every NUL byte, the second would glue the BOM onto the row count or a file name.
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise FaceattrError(f"{path} is UTF-16 text; save it as UTF-8 (or ASCII), as the official CelebA files are")
+    return data[3:] if data.startswith(b"\xef\xbb\xbf") else data
+
+
+def _header_names(path: Path, header: bytes, line_no: int, csv: bool) -> list[str]:
+    """Attribute names from the header line (comma-separated after the id column in CSV, else whitespace)."""
+    try:
+        text = header.decode("utf-8")
+    except UnicodeDecodeError:
+        raise _malformed(path, line_no, "the attribute-name header is not UTF-8 text") from None
+    names = [h.strip() for h in text.strip().split(",")[1:]] if csv else text.split()
+    if not names or any(not n for n in names):
+        raise _malformed(path, line_no, "the attribute-name header is empty or has blank names")
+    lowered = [n.lower() for n in names]  # names are matched case-insensitively
+    twice = next((n for i, n in enumerate(names) if lowered[i] in lowered[:i]), None)
+    if twice is not None:  # selecting it by name could only ever pick one of the columns
+        raise _malformed(path, line_no, f"attribute {twice!r} appears twice in the header")
+    return names
 
 
 def _malformed(path: Path, line_no: int, what: str) -> FaceattrError:
@@ -207,16 +233,24 @@ class _Table:
         """Field j of row i as text (for error messages)."""
         return bytes(self.buf[self.start[i, j] : self.end[i, j]])[:40].decode("utf-8", "replace")
 
-    def column_str(self, j: int) -> list[str]:
-        """Field j of every row, decoded."""
+    def column_str(self, j: int, path: Path) -> list[str]:
+        """Field j of every row, decoded as UTF-8 (anything else is a malformed file)."""
         start, end = self.start[:, j], self.end[:, j]
         if start.size == 0:
             return []
         width = end - start
         if (width == width[0]).all():  # CelebA file names are all 10 bytes: gather them in one go
-            return _names_from_matrix(self.buf[start[:, None] + np.arange(width[0])])
+            names = _names_from_matrix(self.buf[start[:, None] + np.arange(width[0])])
+            if names is not None:
+                return names
         raw = self.buf.tobytes()
-        return [raw[a:b].decode("utf-8", "replace") for a, b in zip(start.tolist(), end.tolist())]
+        out = []
+        for i, (a, b) in enumerate(zip(start.tolist(), end.tolist())):
+            try:
+                out.append(raw[a:b].decode("utf-8"))
+            except UnicodeDecodeError:
+                raise _malformed(path, int(self.line_no[i]), f"{self.text(i, j)!r} is not UTF-8 text") from None
+        return out
 
     def column_int(self, j: int, path: Path, what: str) -> np.ndarray:
         """Field j of every row as a non-negative integer."""
@@ -257,14 +291,17 @@ def _table(path: Path, body: bytes, first_line_no: int, cols: int, csv: bool) ->
     return _Table(buf=buf, start=start.reshape(-1, cols), end=end.reshape(-1, cols), line_no=line_no)
 
 
-def _names_from_matrix(chars: np.ndarray) -> list[str]:
-    """Decode equal-length names held as a uint8 [N, L] matrix (one decode call instead of N)."""
+def _names_from_matrix(chars: np.ndarray) -> list[str] | None:
+    """Decode equal-length names held as a uint8 [N, L] matrix (one decode call instead of N); None when not UTF-8."""
     if chars.shape[0] == 0:
         return []
     lines = np.empty((chars.shape[0], chars.shape[1] + 1), dtype=np.uint8)
     lines[:, :-1] = chars
     lines[:, -1] = ord("\n")
-    return lines.tobytes().decode("utf-8", "replace").split("\n")[:-1]
+    try:
+        return lines.tobytes().decode("utf-8").split("\n")[:-1]
+    except UnicodeDecodeError:  # the caller's general path names the line
+        return None
 
 
 def _attr_fast(body: bytes, n_attr: int, csv: bool) -> tuple[list[str], np.ndarray] | None:
@@ -302,8 +339,11 @@ def _attr_fast(body: bytes, n_attr: int, csv: bool) -> tuple[list[str], np.ndarr
     negative = work[ones - 1] == ord("-")
     if np.count_nonzero(~sep) != ones.size + np.count_nonzero(negative):
         return None  # some other byte ('0', 'x', a stray '-') is in a value column
+    names = _names_from_matrix(name_chars[:, :name_len])
+    if names is None:
+        return None
     values = (1 - 2 * negative.view(np.int8)).reshape(grid.shape)  # int8 throughout: no 64-bit temporaries
-    return _names_from_matrix(name_chars[:, :name_len]), values
+    return names, values
 
 
 def _split_lines(data: bytes, n: int) -> tuple[list[bytes], bytes]:
@@ -319,7 +359,6 @@ def _parse_attr(path: Path) -> tuple[list[str], list[str], np.ndarray]:
     data = _read_bytes(path)
     if csv:
         (header,), body = _split_lines(data, 1)
-        names = [h.strip() for h in header.decode("utf-8", "replace").split(",")[1:]]
         first_line_no, expected = 2, None
     else:
         (count, header), body = _split_lines(data, 2)
@@ -327,10 +366,8 @@ def _parse_attr(path: Path) -> tuple[list[str], list[str], np.ndarray]:
             expected = int(count)
         except ValueError:
             raise _malformed(path, 1, f"expected the row count, got {count[:40]!r}") from None
-        names = header.decode("utf-8", "replace").split()
         first_line_no = 3
-    if not names or any(not n for n in names):
-        raise _malformed(path, first_line_no - 1, "the attribute-name header is empty or has blank names")
+    names = _header_names(path, header, first_line_no - 1, csv)
 
     fast = _attr_fast(body, len(names), csv) if body.strip() else None
     if fast is not None:
@@ -344,7 +381,7 @@ def _parse_attr(path: Path) -> tuple[list[str], list[str], np.ndarray]:
     if ordered.size > 1 and not (ordered[1:] > ordered[:-1]).all() and len(set(filenames)) != len(filenames):
         seen: set[str] = set()
         dup = next(f for f in filenames if f in seen or seen.add(f))  # type: ignore[func-returns-value]
-        raise FaceattrError(f"malformed annotation file {path}: file name {dup} appears more than once")
+        raise FaceattrError(f"malformed annotation file {path}: file name {dup} appears more than once; re-download or regenerate it")
     return names, filenames, values
 
 
@@ -362,7 +399,7 @@ def _parse_attr_rows(
     if bad.any():
         i, j = (int(v) for v in np.argwhere(bad)[0])
         raise _malformed(path, int(table.line_no[i]), f"values must be -1 or 1, got {table.text(i, j + 1)!r}")
-    return table.column_str(0), np.where(positive, 1, -1).astype(np.int8)
+    return table.column_str(0, path), np.where(positive, 1, -1).astype(np.int8)
 
 
 def _parse_pairs(path: Path, what: str) -> tuple[list[str], np.ndarray]:
@@ -375,7 +412,7 @@ def _parse_pairs(path: Path, what: str) -> tuple[list[str], np.ndarray]:
         if not header.split(b",")[-1].strip().isdigit():  # a header such as 'image_id,partition'
             body, first_line_no = rest, 2
     table = _table(path, body, first_line_no, 2, csv)
-    return table.column_str(0), table.column_int(1, path, what)
+    return table.column_str(0, path), table.column_int(1, path, what)
 
 
 def _align(filenames: list[str], path: Path, what: str) -> np.ndarray:
@@ -384,6 +421,10 @@ def _align(filenames: list[str], path: Path, what: str) -> np.ndarray:
     if names == filenames:  # the official files share one order: skip the lookup
         return values
     lookup = dict(zip(names, values.tolist()))
+    if len(lookup) != len(names):  # which of two rows for one image is right cannot be told
+        seen: set[str] = set()
+        dup = next(f for f in names if f in seen or seen.add(f))  # type: ignore[func-returns-value]
+        raise FaceattrError(f"malformed annotation file {path}: file name {dup} appears more than once; re-download or regenerate it")
     out = np.fromiter((lookup.get(f, -(2**62)) for f in filenames), dtype=np.int64, count=len(filenames))
     missing = [filenames[i] for i in np.flatnonzero(out == -(2**62))[:_SHOW]]
     if missing:
@@ -399,16 +440,14 @@ def read_attribute_names(root: str | Path, layout: str = "auto") -> list[str]:
     """Return the attribute names of a CelebA root in file order (reads only the header)."""
     layout, ann = _resolve_layout(root, layout)
     path = _layout_files(layout, ann).attr
-    with open(path, "rb") as f:
-        if layout == "kaggle":
-            header = f.readline().decode("utf-8", "replace").strip().split(",")[1:]
-            names = [h.strip() for h in header]
-        else:
-            f.readline()  # the row count
-            names = f.readline().decode("utf-8", "replace").split()
-    if not names or any(not n for n in names):
-        raise _malformed(path, 1 if layout == "kaggle" else 2, "the attribute-name header is empty or has blank names")
-    return names
+    csv = path.suffix.lower() == ".csv"
+    try:
+        with open(path, "rb") as f:
+            head = b"".join(f.readline() for _ in range(1 if csv else 2))
+    except OSError as e:
+        raise FaceattrError(f"cannot read {path}: {e.strerror or e}; check the file and its permissions") from None
+    lines, _ = _split_lines(_drop_bom(path, head), 1 if csv else 2)
+    return _header_names(path, lines[-1], len(lines), csv)
 
 
 # --------------------------------------------------------------------------------------------

@@ -148,7 +148,8 @@ def find_utk_images(root: str | Path) -> Path | None:
     """The folder under `root` (or `root` itself) that holds UTKFace chips, or None."""
     path = Path(root).expanduser()
     for folder in (*(path / s for s in _SUBFOLDERS), path):
-        if folder.is_dir() and next(folder.glob("*.jpg.chip.jpg"), None) is not None:
+        # Any case, as parse_utk_name reads it: copies made on Windows or macOS can end in .JPG.CHIP.JPG.
+        if folder.is_dir() and any(p.name.lower().endswith(".jpg.chip.jpg") for p in folder.iterdir()):
             return folder
     return None
 
