@@ -60,8 +60,8 @@ def load_rgb(source: ImageSource, *, max_pixels: int = MAX_PIXELS) -> np.ndarray
         _check_pixels(name, *source.size, max_pixels)
         try:
             return pil_to_rgb(source, name=name)
-        except (OSError, SyntaxError, ValueError, EOFError) as e:  # a lazily opened, broken file
-            raise FaceattrError(f"{name}: corrupt or truncated image ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+        except Exception as e:  # a lazily opened, broken file: Pillow's codecs raise many types (see below)
+            raise FaceattrError(f"{name}: corrupt or truncated image ({_reason(e)})") from None
     if not isinstance(source, (str, Path)):
         raise FaceattrError(f"cannot read an image from a {type(source).__name__}; pass a path, a PIL image or an array")
     path = Path(source)
@@ -88,10 +88,17 @@ def load_rgb(source: ImageSource, *, max_pixels: int = MAX_PIXELS) -> np.ndarray
         raise FaceattrError(f"{path}: refused as a possible decompression bomb ({e})") from None
     except UnidentifiedImageError:
         raise FaceattrError(f"{path}: not an image file (unknown or unsupported format)") from None
-    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as e:
-        # Pillow reports truncated/corrupt data as OSError or SyntaxError depending on the codec.
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise FaceattrError(f"{path}: corrupt or truncated image ({reason})") from None
+    except Exception as e:
+        # Pillow reports truncated/corrupt data as OSError or SyntaxError depending on the codec, and its
+        # format plugins raise other types on damaged headers (NotImplementedError from a DDS one, found
+        # by tests/infer/test_image_io_fuzz.py): whatever the type, the file is unusable.
+        raise FaceattrError(f"{path}: corrupt or truncated image ({_reason(e)})") from None
+
+
+def _reason(e: BaseException) -> str:
+    """The first line of an exception's message, or its type name when it has none."""
+    text = str(e)
+    return text.splitlines()[0] if text.strip() else type(e).__name__
 
 
 def _composite_on_white(im: Image.Image) -> Image.Image:
