@@ -26,7 +26,8 @@ def test_flags_override_the_file_and_the_result_round_trips(tmp_path: Path) -> N
         ({"epocs": 2}, r"did you mean epochs"),
         ({"epochs": "two"}, r"epochs: expected an integer"),
         ({"model.pretrained": "maybe"}, r"expected true/false"),
-        ({"optim.lr": [1]}, r"expected a number"),
+        ({"optim.lr": [1]}, r"expected a finite number"),
+        ({"optim.lr": "nan"}, r"optim.lr: expected a finite number"),
     ],
 )
 def test_bad_keys_and_types_are_one_clear_error(overrides: dict, match: str) -> None:

@@ -7,6 +7,7 @@ so a run can be reproduced from its output folder alone.
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 import types
 import typing
@@ -233,14 +234,17 @@ def _check_type(value: Any, tp: Any, where: str) -> Any:
                 pass
         raise FaceattrError(f"config {where}: expected an integer, got {value!r}")
     if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
+        number = None
+        if isinstance(value, (int, float, str)) and not isinstance(value, bool):
             try:
-                return float(value)
-            except ValueError:
+                number = float(value)
+            except (ValueError, OverflowError):  # not a number; an integer beyond float's range
                 pass
-        raise FaceattrError(f"config {where}: expected a number, got {value!r}")
+        # nan and inf parse as floats (TOML has them too) but no setting means them: a learning rate of
+        # nan trains nothing, silently.
+        if number is None or not math.isfinite(number):
+            raise FaceattrError(f"config {where}: expected a finite number, got {value!r}")
+        return number
     if tp is str:
         if isinstance(value, (str, Path)):
             return str(value)
@@ -259,7 +263,7 @@ def config_from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         if key not in hints:
-            raise FaceattrError(f"config: unknown key '{where}{key}'{did_you_mean(key, names)}")
+            raise FaceattrError(f"config: unknown key {where + key!r}{did_you_mean(key, names)}")
         kwargs[key] = _check_type(value, hints[key], f"{where}{key}")
     return cls(**kwargs)
 
@@ -276,8 +280,11 @@ def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str
             continue
         node = data
         *parents, last = dotted.split(".")
-        for p in parents:
+        for i, p in enumerate(parents):
             node = node.setdefault(p, {})
+            if not isinstance(node, dict):  # e.g. the file says `model = 3` and a flag sets model.name
+                where = ".".join(parents[: i + 1])
+                raise FaceattrError(f"config: cannot set {dotted!r}: {where!r} is a value, not a table; set {where!r} itself or fix the file")
         node[last] = value
     return data
 
@@ -287,7 +294,7 @@ def parse_assignments(items: list[str], flag: str = "--set") -> dict[str, str]:
     out: dict[str, str] = {}
     for item in items:
         if "=" not in item:
-            raise FaceattrError(f"{flag} expects KEY=VALUE, got '{item}'")
+            raise FaceattrError(f"{flag} expects KEY=VALUE, got {item!r}")
         key, value = item.split("=", 1)
         out[key.strip()] = value.strip()
     return out
@@ -304,6 +311,10 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
             data = tomllib.loads(p.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as e:
             raise FaceattrError(f"config file {p} is not valid TOML: {e}") from None
+        except UnicodeDecodeError as e:  # TOML is UTF-8 by definition
+            raise FaceattrError(f"config file {p} is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
+        except OSError as e:
+            raise FaceattrError(f"cannot read config file {p}: {e.strerror or e}; check the file and its permissions") from None
     apply_overrides(data, overrides or {})
     return config_from_dict(TrainConfig, data)
 
