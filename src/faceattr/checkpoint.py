@@ -33,6 +33,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from faceattr._atomic import atomic_output
 from faceattr.errors import FaceattrError
 
 if TYPE_CHECKING:  # torch is imported where it is used: the ONNX predict path reads this module without it
@@ -52,6 +53,8 @@ __all__ = [
     "shipped_models_dir",
     "resolve_checkpoint",
     "file_sha256",
+    "check_metadata",
+    "metadata_problem",
 ]
 
 logger = logging.getLogger(__name__)
@@ -84,13 +87,13 @@ def unwrap_model(model: nn.Module) -> nn.Module:
             return model
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def _write_pair(path: Path, blob: bytes, meta: dict[str, Any]) -> None:
+    """Write the .safetensors and its .json atomically: both temp files first, so a full disk changes neither."""
+    side = path.with_suffix(".json")
+    # Exits run innermost first: the checkpoint itself is replaced before its JSON copy.
+    with atomic_output(side, "checkpoint metadata") as tmp_side, atomic_output(path, "checkpoint") as tmp:
+        tmp.write_bytes(blob)
+        tmp_side.write_bytes(json.dumps(meta, indent=2).encode("utf-8"))
 
 
 def save_checkpoint(
@@ -105,7 +108,10 @@ def save_checkpoint(
     from safetensors.torch import save as st_save
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise FaceattrError(f"cannot create the folder {path.parent} for checkpoint {path.name}: {e.strerror or e}") from None
     meta = dict(meta)
     meta.setdefault("format", FORMAT)
     meta.setdefault("format_version", FORMAT_VERSION)
@@ -120,8 +126,7 @@ def save_checkpoint(
     for k, v in (extra or {}).items():
         tensors[k] = v.detach().cpu().contiguous()
     blob = st_save(tensors, metadata={_META_KEY: json.dumps(meta)})
-    _atomic_write_bytes(path, blob)
-    _atomic_write_bytes(path.with_suffix(".json"), json.dumps(meta, indent=2).encode("utf-8"))
+    _write_pair(path, blob, meta)
     return path
 
 
@@ -147,14 +152,71 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
         meta = json.loads(raw)
     except json.JSONDecodeError as e:
         raise _open_error(path, f"bad metadata JSON: {e}") from None
-    if meta.get("format") != FORMAT:
-        raise _open_error(path, f"format is {meta.get('format')!r}")
-    if int(meta.get("format_version", 0)) > FORMAT_VERSION:
+    return check_metadata(meta, path)
+
+
+# Larger inputs than any registry model takes: a tampered size would otherwise allocate gigabytes per face.
+_MAX_INPUT_SIDE = 2048
+
+
+def check_metadata(meta: Any, path: str | Path) -> dict[str, Any]:
+    """`meta` if it is well-formed checkpoint metadata (the fields loaders rely on), else a one-line error."""
+    path = Path(path)
+    why = metadata_problem(meta)
+    if why is not None:
+        raise _open_error(path, why)
+    if meta["format_version"] > FORMAT_VERSION:
         raise FaceattrError(
             f"{path} uses checkpoint format {meta['format_version']}, newer than this faceattr reads "
             f"({FORMAT_VERSION}); upgrade faceattr"
         )
-    return meta
+    return meta  # type: ignore[no-any-return]
+
+
+def metadata_problem(meta: Any) -> str | None:
+    """What makes `meta` unusable as faceattr model metadata (a checkpoint's or an ONNX export's), or None."""
+    from faceattr.data.transforms import Preprocess  # numpy and Pillow only: the ONNX path stays torch-free
+
+    if not isinstance(meta, dict):
+        return f"the metadata is a JSON {type(meta).__name__}, not an object"
+    if meta.get("format") != FORMAT:
+        return f"format is {meta.get('format')!r}"
+    version = meta.get("format_version")
+    if isinstance(version, bool) or not isinstance(version, int):
+        return f"format_version is {version!r}"
+    spec = meta.get("model")
+    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+        return "the metadata names no model"
+    if "members" not in spec and not isinstance(spec.get("kwargs"), dict):  # an ensemble lists members instead
+        return f"the metadata gives model '{spec['name']}' no kwargs"
+    attributes = meta.get("attributes")
+    if not isinstance(attributes, list) or not attributes or not all(isinstance(a, str) and a for a in attributes):
+        return "attributes must be a non-empty list of names"
+    output = meta.get("output", "sigmoid")
+    if output not in ("sigmoid", "softmax"):
+        return f"output is {output!r}, not 'sigmoid' or 'softmax'"
+    try:
+        pre = Preprocess.from_dict(meta.get("preprocess"))  # type: ignore[arg-type]
+    except FaceattrError as e:
+        return str(e)
+    if max(pre.size) > _MAX_INPUT_SIDE:
+        return f"preprocess size {list(pre.size)} is above {_MAX_INPUT_SIDE} px"
+    thresholds = meta.get("thresholds")
+    if thresholds is not None and not (
+        isinstance(thresholds, list)
+        and len(thresholds) == len(attributes)
+        and all(t is None or (_is_number(t) and 0.0 <= t <= 1.0) for t in thresholds)
+    ):
+        return f"thresholds must be one probability (or null) per attribute ({len(attributes)})"
+    age = meta.get("age")
+    if age and not (isinstance(age, dict) and _is_number(age.get("mean")) and _is_number(age.get("std"))):
+        return "age must give a numeric mean and std"
+    return None
+
+
+def _is_number(v: Any) -> bool:
+    """A finite JSON number (not a bool)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) != float("inf")
 
 
 def load_tensors(path: str | Path, prefix: str = "", device: str = "cpu") -> dict[str, torch.Tensor]:
@@ -171,16 +233,28 @@ def load_tensors(path: str | Path, prefix: str = "", device: str = "cpu") -> dic
 
 def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the model a checkpoint describes and load its weights; returns (model in eval mode, metadata)."""
+    import torch
+
     from faceattr.models import create_model
     from faceattr.models.ensemble import ENSEMBLE, ensemble_from_spec
 
     meta = read_metadata(path)
     spec = meta["model"]
-    model: nn.Module
-    if spec["name"] == ENSEMBLE:
-        model = ensemble_from_spec(spec)
-    else:
-        model = create_model(spec["name"], pretrained=False, **spec["kwargs"])
+
+    def build() -> nn.Module:
+        try:
+            if spec["name"] == ENSEMBLE:
+                return ensemble_from_spec(spec)
+            return create_model(spec["name"], pretrained=False, **spec["kwargs"])
+        except (TypeError, ValueError) as e:  # kwargs the builder does not take, values of the wrong type
+            raise _open_error(Path(path), f"the metadata describes no buildable {spec['name']}: {e}") from None
+
+    # First on the meta device (no memory, no init): a file whose tensors do not fit the metadata's model,
+    # or metadata asking for a huge one, is refused before anything is allocated.
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in build().state_dict().items()}
+    _check_shapes(Path(path), spec["name"], expected)
+    model = build()
     state = load_tensors(path, "model.", device="cpu")
     ref = model.state_dict()
     # fp16-shipped weights load back into the model's own dtype.
@@ -193,16 +267,38 @@ def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[nn.Module, d
     return model, meta
 
 
+def _check_shapes(path: Path, name: str, expected: dict[str, tuple[int, ...]]) -> None:
+    """Compare the file's `model.*` tensor shapes (read from its header) with what the model expects."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            found = {k[len("model.") :]: tuple(f.get_slice(k).get_shape()) for k in f.keys() if k.startswith("model.")}
+    except Exception as e:  # safetensors raises several types for torn or foreign files
+        raise _open_error(path, f"{type(e).__name__}: {e}") from None
+    missing = sorted(set(expected) - set(found))
+    extra = sorted(set(found) - set(expected))
+    wrong = [k for k in expected if k in found and found[k] != expected[k]]
+    if wrong:
+        k = wrong[0]
+        why = f"tensor {k} has shape {list(found[k])}, the model expects {list(expected[k])}"
+    elif missing or extra:
+        why = f"{len(missing)} tensor(s) missing (e.g. {missing[0]})" if missing else f"unexpected tensor {extra[0]}"
+    else:
+        return
+    raise _open_error(path, f"weights do not fit {name}: {why}")
+
+
 def update_metadata(path: str | Path, changes: dict[str, Any]) -> dict[str, Any]:
     """Merge `changes` into a checkpoint's metadata in place (atomically); returns the new metadata."""
-    from safetensors.torch import load_file, save as st_save
+    from safetensors.torch import save as st_save
 
     path = Path(path)
     meta = read_metadata(path)
     meta.update(changes)
-    tensors = load_file(str(path))
-    _atomic_write_bytes(path, st_save(tensors, metadata={_META_KEY: json.dumps(meta)}))
-    _atomic_write_bytes(path.with_suffix(".json"), json.dumps(meta, indent=2).encode("utf-8"))
+    check_metadata(meta, path)
+    tensors = load_tensors(path)
+    _write_pair(path, st_save(tensors, metadata={_META_KEY: json.dumps(meta)}), meta)
     return meta
 
 
