@@ -113,6 +113,33 @@ def test_weighted_outputs_take_their_members_shares_on_real_faces(members: tuple
     np.testing.assert_allclose(load(out, backend="onnx").predict_aligned(crops), ens.predict_aligned(crops), atol=1e-4)
 
 
+def test_members_with_their_own_view_of_the_face_see_what_they_saw_in_training(tmp_path: Path, crops: np.ndarray) -> None:
+    from faceattr.train.ensemble import split_ensemble
+
+    whole = build_checkpoint(tmp_path / "whole.safetensors", "mobilenet_v2", num_outputs=5, size=(80, 64),
+                             attributes=ATTRS, config=SPLIT_CFG)
+    face = build_checkpoint(tmp_path / "face.safetensors", "celeb_cnn", num_outputs=5, seed=1, size=(56, 56),
+                            attributes=ATTRS, config=SPLIT_CFG, crop=(41, 84, 141, 184))
+    out = make_ensemble([whole, face], tmp_path / "views.safetensors")
+    meta = read_metadata(out)
+    assert meta["preprocess"]["size"] == [218, 178] and meta["preprocess"]["crop"] is None  # the full frame
+    assert [m["view"] for m in meta["model"]["members"]] == [{"size": [80, 64], "crop": None},
+                                                             {"size": [56, 56], "crop": [41, 84, 141, 184]}]
+    ens, a, b = (load(p, backend="torch") for p in (out, whole, face))
+    la, lb = (m.backend.logits(np.stack([_prepared(m, c) for c in crops])) for m in (a, b))
+    le = ens.backend.logits(np.stack([_prepared(ens, c) for c in crops]))
+    # Pillow's filter, applied in the graph to the full frame: the same pixels up to uint8 rounding.
+    assert np.abs(la - lb).mean() > 0.1
+    np.testing.assert_allclose(le, (la + lb) / 2, atol=0.02 * np.abs(la + lb).max())
+    _, diff = export(out, tmp_path / "views.onnx")
+    assert diff < 1e-4
+    # Split again, each member is itself once more: its own size and crop.
+    parts = split_ensemble(out, tmp_path / "split")
+    assert read_metadata(parts[1])["preprocess"]["crop"] == [41, 84, 141, 184]
+    np.testing.assert_allclose(load(parts[1], backend="torch").backend.logits(np.stack([_prepared(b, c) for c in crops])),
+                               lb, atol=1e-5)
+
+
 def test_weights_name_real_outputs_and_one_share_per_member(members: tuple[Path, Path], tmp_path: Path,
                                                             capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(FaceattrError, match=r"did you mean Male\?"):
@@ -148,7 +175,6 @@ def test_evaluate_calibrates_an_ensemble_and_predict_uses_its_thresholds(ensembl
     "change, message",
     [
         ({"attributes": ["Male", "Smiling"], "num_outputs": 2}, "same attributes"),
-        ({"size": (48, 48)}, "same input size and crop"),
         ({"config": {"seed": 1, "data": SPLIT_CFG["data"]}}, "other's holdout"),
     ],
 )

@@ -1,5 +1,11 @@
 """Several trained attribute networks as one: each normalises the shared input its own way, logits averaged.
 
+Members may also see the face differently (``view``: their own crop of the aligned frame and input
+size, e.g. one network on the whole 178x218 frame at 160x128 and one on the face alone). The ensemble
+then takes the full-resolution frame and each member's view is cut and resized inside the graph by two
+constant matrices, computed with Pillow's own bilinear filter, so a member sees what `prepare_image`
+showed it in training (to float rounding) and the ONNX export is plain MatMuls.
+
 The average may be weighted per output (``output_weights``, one row per member, one column per output,
 each column summing to 1): a member trained mostly for gender and age can own those outputs while the
 others keep the attributes they learned better.
@@ -28,7 +34,25 @@ from torch import nn
 from faceattr.errors import FaceattrError
 from faceattr.models.registry import ENSEMBLE, create_model
 
-__all__ = ["ENSEMBLE", "EnsembleNet", "ensemble_from_spec"]
+__all__ = ["ENSEMBLE", "EnsembleNet", "ensemble_from_spec", "resize_matrix", "FULL_FRAME"]
+
+# (height, width) of the aligned frame an ensemble with views takes: CelebA's 178x218 crop, unresized.
+FULL_FRAME = (218, 178)
+
+
+def resize_matrix(n_in: int, n_out: int, lo: float = 0.0, hi: float | None = None) -> torch.Tensor:
+    """[n_out, n_in] weights of Pillow's bilinear resize of samples [lo, hi) of a line of n_in into n_out.
+
+    Pillow widens the filter when it shrinks (antialiasing) and samples at pixel centres; resizing an
+    identity image (one impulse per row) along one axis gives exactly the weights it applies.
+    """
+    import numpy as np
+    from PIL import Image
+
+    hi = float(n_in) if hi is None else float(hi)
+    eye = Image.fromarray(np.eye(n_in, dtype=np.float32), mode="F")
+    out = eye.resize((n_out, n_in), Image.Resampling.BILINEAR, box=(float(lo), 0.0, hi, float(n_in)))
+    return torch.from_numpy(np.asarray(out, dtype=np.float32).T.copy())
 
 
 class EnsembleNet(nn.Module):
@@ -40,6 +64,7 @@ class EnsembleNet(nn.Module):
         means: Sequence[Sequence[float]],
         stds: Sequence[Sequence[float]],
         output_weights: Sequence[Sequence[float]] | None = None,
+        views: Sequence[Mapping[str, Any]] | None = None,
     ) -> None:
         super().__init__()
         if len(members) < 2:
@@ -56,18 +81,31 @@ class EnsembleNet(nn.Module):
         if output_weights is None:
             self.output_weights = None
         else:
-            w = torch.tensor([list(map(float, row)) for row in output_weights], dtype=torch.float32)
-            if w.ndim != 2 or w.shape[0] != len(members):
-                raise FaceattrError(f"output_weights needs one row per member ({len(members)}), got shape {tuple(w.shape)}")
-            if (w < 0).any() or not torch.allclose(w.sum(0), torch.ones(w.shape[1]), atol=1e-4):
+            # Checked on plain floats: checkpoints are also built on the meta device, where tensors hold no values.
+            rows = [[float(v) for v in row] for row in output_weights]
+            if len(rows) != len(members) or len({len(r) for r in rows}) != 1:
+                raise FaceattrError(f"output_weights needs one row per member ({len(members)}), all of one length")
+            if any(v < 0 for r in rows for v in r) or any(abs(sum(col) - 1.0) > 1e-4 for col in zip(*rows, strict=True)):
                 raise FaceattrError("output_weights must be >= 0 and sum to 1 over the members for every output")
-            self.register_buffer("output_weights", w, persistent=False)
+            self.register_buffer("output_weights", torch.tensor(rows, dtype=torch.float32), persistent=False)
+        # Views: the input is the FULL_FRAME crop and member i sees wy_i @ x @ wx_i^T.
+        self.has_views = views is not None
+        if views is not None:
+            if len(views) != len(members):
+                raise FaceattrError(f"an ensemble with views needs one view per member ({len(members)}), got {len(views)}")
+            frame_h, frame_w = FULL_FRAME
+            for i, view in enumerate(views):
+                h, w = (int(v) for v in view["size"])
+                x0, y0, x1, y1 = view.get("crop") or (0, 0, frame_w, frame_h)
+                self.register_buffer(f"wy_{i}", resize_matrix(frame_h, h, y0, y1), persistent=False)
+                self.register_buffer(f"wx_{i}", resize_matrix(frame_w, w, x0, x1).T.contiguous(), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Return the members' logits averaged (same shape as one member's output)."""
         total: torch.Tensor | None = None
         for i, member in enumerate(self.members):
-            logits = member((x - getattr(self, f"mean_{i}")) / getattr(self, f"std_{i}"))
+            xi = torch.matmul(torch.matmul(getattr(self, f"wy_{i}"), x), getattr(self, f"wx_{i}")) if self.has_views else x
+            logits = member((xi - getattr(self, f"mean_{i}")) / getattr(self, f"std_{i}"))
             if self.output_weights is not None:
                 logits = logits * self.output_weights[i]
             total = logits if total is None else total + logits
@@ -101,4 +139,7 @@ def ensemble_from_spec(spec: Mapping[str, Any]) -> EnsembleNet:
     weights = spec.get("output_weights")
     if weights is not None and not (isinstance(weights, list) and all(isinstance(r, list) for r in weights)):
         raise FaceattrError("ensemble checkpoint metadata has malformed output_weights; rebuild it with `faceattr ensemble`")
-    return EnsembleNet(nets, means, stds, weights)
+    views = [m["view"] for m in members] if any("view" in m for m in members) else None
+    if views is not None and not all(isinstance(v, dict) and isinstance(v.get("size"), list) for v in views):
+        raise FaceattrError("ensemble checkpoint metadata gives some members a view and not others; rebuild it with `faceattr ensemble`")
+    return EnsembleNet(nets, means, stds, weights, views)

@@ -15,7 +15,7 @@ from typing import Any
 
 from faceattr.checkpoint import load_checkpoint, load_tensors, read_metadata, resolve_checkpoint, save_checkpoint
 from faceattr.errors import FaceattrError, did_you_mean
-from faceattr.models.ensemble import ENSEMBLE, EnsembleNet
+from faceattr.models.ensemble import ENSEMBLE, FULL_FRAME, EnsembleNet
 
 __all__ = ["make_ensemble", "parse_weight", "split_ensemble", "interpolate_checkpoints"]
 
@@ -32,9 +32,8 @@ def _data_split_key(meta: dict[str, Any]) -> tuple[Any, ...] | None:
 
 
 def _check_members(paths: Sequence[Path], metas: Sequence[dict[str, Any]]) -> None:
-    """Raise FaceattrError unless every member predicts the same thing from the same pixels and split."""
+    """Raise FaceattrError unless every member predicts the same outputs and was trained on the same split."""
     first_path, first = paths[0], metas[0]
-    size_crop = lambda m: (list(m["preprocess"]["size"]), m["preprocess"].get("crop"))  # noqa: E731
     for path, meta in zip(paths, metas, strict=True):
         if meta["model"]["name"] == ENSEMBLE:
             raise FaceattrError(f"{path} is already an ensemble; list its members instead")
@@ -44,11 +43,6 @@ def _check_members(paths: Sequence[Path], metas: Sequence[dict[str, Any]]) -> No
             raise FaceattrError(
                 f"{path} predicts {len(meta['attributes'])} {meta.get('output', 'sigmoid')} attribute(s), {first_path} "
                 f"{len(first['attributes'])} {first.get('output', 'sigmoid')}: ensemble members need the same attributes in the same order"
-            )
-        if size_crop(meta) != size_crop(first):
-            raise FaceattrError(
-                f"{path} takes {size_crop(meta)} (size, crop), {first_path} {size_crop(first)}: ensemble members need "
-                "the same input size and crop (train them with the same model.image_size and model.crop)"
             )
         # A member trained on another's holdout would make the ensemble's holdout figures (and any
         # threshold calibrated there) optimistic.
@@ -76,7 +70,7 @@ def split_ensemble(checkpoint: str | Path, out_dir: str | Path) -> list[Path]:
         net.load_state_dict({k.split(".", 1)[1]: v.float() for k, v in tensors.items() if k.split(".", 1)[0] == str(i)})
         member_meta = {**{k: v for k, v in meta.items() if k not in ("format", "format_version", "versions", "created")},
                        "model": {"name": m["name"], "kwargs": m["kwargs"]},
-                       "preprocess": {**meta["preprocess"], "mean": m["mean"], "std": m["std"]},
+                       "preprocess": {**meta["preprocess"], **m.get("view", {}), "mean": m["mean"], "std": m["std"]},
                        "split_from": {"ensemble": str(path), "member": i}}
         written.append(save_checkpoint(Path(out_dir) / f"member{i}" / "best.safetensors", net, member_meta))
     return written
@@ -134,21 +128,27 @@ def make_ensemble(checkpoints: Sequence[str | Path], out: str | Path, *, half: b
     first = metas[0]
     outputs = [*first["attributes"], *(["age"] if first.get("age") else [])]
     weights = _weight_matrix(outputs, len(paths), output_weights) if output_weights else None
-    model = EnsembleNet(nets, means, stds, weights)
+    # Members that take other input sizes or crops of the aligned frame each get their own view of it.
+    pres = [{"size": list(m["preprocess"]["size"]), "crop": m["preprocess"].get("crop")} for m in metas]
+    views = pres if any(p != pres[0] for p in pres) else None
+    model = EnsembleNet(nets, means, stds, weights, views)
     meta: dict[str, Any] = {
         "model": {
             "name": ENSEMBLE,
             "members": [
-                {"name": m["model"]["name"], "kwargs": m["model"]["kwargs"], "mean": mean, "std": std}
-                for m, mean, std in zip(metas, means, stds, strict=True)
+                {"name": m["model"]["name"], "kwargs": m["model"]["kwargs"], "mean": mean, "std": std,
+                 **({"view": views[i]} if views is not None else {})}
+                for i, (m, mean, std) in enumerate(zip(metas, means, stds, strict=True))
             ],
             **({"output_weights": weights} if weights is not None else {}),
         },
         "attributes": list(first["attributes"]),
         "output": first.get("output", "sigmoid"),
         "age": first.get("age"),
-        # Members normalise inside the graph, so the shared step only resizes and scales to 0..1.
-        "preprocess": {**first["preprocess"], "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]},
+        # Members normalise inside the graph, so the shared step only resizes and scales to 0..1; with
+        # views it passes the whole aligned frame at full resolution and each member cuts its own.
+        "preprocess": {**({"size": list(FULL_FRAME), "crop": None} if views is not None else first["preprocess"]),
+                       "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]},
         # Members' thresholds do not carry over to averaged logits: calibrate the ensemble itself.
         "thresholds": None,
         # The shared data settings (checked above), so evaluate knows which holdout it never saw.
