@@ -7,15 +7,19 @@ the raw uint8 batch [N, 3, H, W] and the two backends cannot drift apart on mean
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import logging
 import os
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
+from faceattr._atomic import atomic_output, write_error
 from faceattr.errors import FaceattrError
 
 __all__ = [
@@ -28,6 +32,8 @@ __all__ = [
     "DEFAULT_OPSET",
     "META_KEY",
     "SOURCE_SHA256_KEY",
+    "CONTENT_SHA256_KEY",
+    "content_sha256",
 ]
 
 logger = logging.getLogger(__name__)
@@ -41,6 +47,75 @@ DEFAULT_OPSET = 17
 # exported from, so a stale export (the checkpoint changed since) is caught rather than used.
 META_KEY = "faceattr"
 SOURCE_SHA256_KEY = "faceattr_source_sha256"
+# The sha256 of the file's own bytes outside its metadata (see `content_sha256`): a flipped byte in the
+# weights still parses and runs, so without it a damaged export would predict garbage without a word.
+# It detects damage, not a deliberate edit (whoever edits the graph can recompute it).
+CONTENT_SHA256_KEY = "faceattr_content_sha256"
+_METADATA_FIELD = 14  # ModelProto.metadata_props in onnx.proto
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    """Decode a protobuf varint at `pos`; returns (value, position after it)."""
+    value = shift = 0
+    while True:
+        if pos >= len(data) or shift > 63:
+            raise ValueError("truncated or malformed varint")
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if byte < 0x80:
+            return value, pos
+
+
+def _top_level_fields(data: bytes) -> Iterator[tuple[int, int, int]]:
+    """(field number, start, end) of every top-level field of a serialized protobuf message."""
+    pos = 0
+    while pos < len(data):
+        start = pos
+        key, pos = _varint(data, pos)
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            _, pos = _varint(data, pos)
+        elif wire == 1:
+            pos += 8
+        elif wire == 2:
+            length, pos = _varint(data, pos)
+            pos += length
+        elif wire == 5:
+            pos += 4
+        else:
+            raise ValueError(f"unsupported protobuf wire type {wire}")
+        if pos > len(data):
+            raise ValueError("truncated field")
+        yield field, start, pos
+
+
+def content_sha256(data: bytes) -> str:
+    """sha256 of a serialized ONNX model's top-level fields except its metadata_props (where it is kept)."""
+    h = hashlib.sha256()
+    view = memoryview(data)
+    for field, start, end in _top_level_fields(data):
+        if field != _METADATA_FIELD:
+            h.update(view[start:end])
+    return h.hexdigest()
+
+
+def _length_delimited(field: int, payload: bytes) -> bytes:
+    """One length-delimited protobuf field (tag, varint length, payload)."""
+    out = bytearray()
+    for value in ((field << 3) | 2, len(payload)):
+        while value >= 0x80:
+            out.append((value & 0x7F) | 0x80)
+            value >>= 7
+        out.append(value)
+    return bytes(out) + payload
+
+
+def _metadata_entry(key: str, value: str) -> bytes:
+    """A serialized metadata_props entry; appending it to a model file adds it (protobuf merges repeated fields)."""
+    entry = _length_delimited(1, key.encode("utf-8")) + _length_delimited(2, value.encode("utf-8"))
+    return _length_delimited(_METADATA_FIELD, entry)
 
 
 class Backend(Protocol):
@@ -109,6 +184,31 @@ class OnnxBackend:
                 f"got {[i.name for i in inputs]}"
             )
         self.metadata: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
+        recorded = self.metadata.get(CONTENT_SHA256_KEY)
+        if recorded is not None:  # exports from before the digest carry none; they are taken as they are
+            try:
+                actual = content_sha256(self.path.read_bytes())
+            except (OSError, ValueError) as e:
+                raise FaceattrError(f"{self.path}: cannot check the file ({e})") from None
+            if actual != recorded:
+                raise FaceattrError(
+                    f"{self.path} was changed or damaged after `faceattr export` wrote it (its content digest "
+                    "differs); export it again"
+                )
+
+    def check_fits(self, size: tuple[int, int]) -> None:
+        """Raise unless the graph takes uint8 [N, 3, H, W] at `size` (H, W) and returns the logits output."""
+        inp = self.session.get_inputs()[0]
+        shape = list(inp.shape)
+        h, w = size
+        if inp.type != "tensor(uint8)" or len(shape) != 4 or shape[1:] != [3, h, w]:
+            raise FaceattrError(
+                f"{self.path}: the graph takes {inp.type} {shape}, but its metadata says uint8 [N, 3, {h}, {w}]; "
+                "the file does not belong to this metadata, export it again"
+            )
+        outputs = [o.name for o in self.session.get_outputs()]
+        if ONNX_OUTPUT not in outputs:
+            raise FaceattrError(f"{self.path}: no output named '{ONNX_OUTPUT}' (got {outputs}); export it again")
 
     def _open(self, threads: int) -> Any:
         """A new ONNX Runtime session on `self.path` with `threads` intra-op threads (0: ORT's default)."""
@@ -243,15 +343,21 @@ def export_onnx(
         for key, value in props.items():
             entry = proto.metadata_props.add()
             entry.key, entry.value = key, value
-        onnx.save(proto, str(tmp))
-        os.replace(tmp, out)
+        data = proto.SerializeToString()
+        data += _metadata_entry(CONTENT_SHA256_KEY, content_sha256(data))
+        # The .onnx and its JSON are both written before either replaces its old version, so a full
+        # disk leaves the previous export whole.
+        json_path = out.with_suffix(".json")
+        with contextlib.ExitStack() as stack:
+            if sidecar_json:
+                tmp_json = stack.enter_context(atomic_output(json_path, "ONNX metadata"))
+                tmp_json.write_text(json.dumps(side, indent=2), encoding="utf-8")
+            final = stack.enter_context(atomic_output(out, "ONNX export"))
+            final.write_bytes(data)
+    except OSError as e:  # torch's exporter writing the first draft, or reading it back
+        raise write_error(out, e, "ONNX export") from None
     finally:
         if tmp.exists():
             tmp.unlink()
-    if sidecar_json:
-        json_path = out.with_suffix(".json")
-        tmp_json = json_path.with_name(f".{json_path.name}.tmp-{os.getpid()}")
-        tmp_json.write_text(json.dumps(side, indent=2), encoding="utf-8")
-        os.replace(tmp_json, json_path)
     logger.info("exported %s (opset %d); max |logit diff| vs torch %.2g on %d images", out, opset, diff, len(check_images))
     return out, diff

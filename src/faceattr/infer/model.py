@@ -392,10 +392,13 @@ class AttributeModel:
 
 def _check_meta(meta: Any, where: str) -> dict[str, Any]:
     """`meta` if it is faceattr model metadata, else a FaceattrError naming `where`."""
-    from faceattr.checkpoint import FORMAT
+    from faceattr.checkpoint import FORMAT, metadata_problem
 
     if not isinstance(meta, dict) or meta.get("format") != FORMAT or "attributes" not in meta or "preprocess" not in meta:
         raise FaceattrError(f"{where}: not faceattr model metadata (written by `faceattr export`)")
+    why = metadata_problem(meta)  # e.g. an edited file: fields that would fail later, mid-prediction
+    if why is not None:
+        raise FaceattrError(f"{where}: invalid faceattr model metadata ({why}); re-export the model with `faceattr export`")
     return meta
 
 
@@ -479,7 +482,7 @@ def load(name_or_path: str | Path = "default", *, device: str = "cpu", backend: 
         if not path.is_file():
             raise FaceattrError(f"ONNX model not found: {path}")
         ob = OnnxBackend(path, _onnx_device(device) or device)
-        return AttributeModel(ob, _onnx_meta(ob), name=path.stem)
+        return _onnx_model(ob, _onnx_meta(ob), path.stem)
     ckpt = resolve_checkpoint(name_or_path)
     if backend == "torch":
         return _load_torch(ckpt, device)
@@ -502,7 +505,14 @@ def load(name_or_path: str | Path = "default", *, device: str = "cpu", backend: 
         )
     else:
         onnx_device = _onnx_device(device) or device  # OnnxBackend explains a device it cannot use
-    ob = OnnxBackend(onnx_path, onnx_device)
+    try:
+        ob = OnnxBackend(onnx_path, onnx_device)
+    except FaceattrError as e:
+        if backend != "auto":
+            raise FaceattrError(f"{e}; or use --backend torch") from None
+        # A damaged export must not stop predict when the checkpoint beside it is fine.
+        logger.warning("%s (using torch meanwhile; re-export it with `%s`)", e, _refresh_hint(ckpt))
+        return _load_torch(ckpt, device)
     recorded = ob.metadata.get(SOURCE_SHA256_KEY)
     if recorded is None:
         # An export from before sources were recorded: used when asked for, never picked silently.
@@ -514,14 +524,28 @@ def load(name_or_path: str | Path = "default", *, device: str = "cpu", backend: 
                        onnx_path, _refresh_hint(ckpt))
         json_path = onnx_path.with_suffix(".json")
         meta = _onnx_meta(ob) if json_path.is_file() else read_metadata(ckpt)
-        return AttributeModel(ob, meta, name=onnx_path.stem)
+        return _onnx_model(ob, meta, onnx_path.stem)
     if recorded != file_sha256(ckpt):
         msg = f"{onnx_path} was exported from another version of {ckpt.name}; re-export it with `{_refresh_hint(ckpt)}`"
         if backend == "auto":
             logger.warning("%s (using torch meanwhile)", msg)
             return _load_torch(ckpt, device)
         raise FaceattrError(msg + " or use --backend torch")
-    return AttributeModel(ob, _onnx_meta(ob), name=onnx_path.stem)
+    try:
+        return _onnx_model(ob, _onnx_meta(ob), onnx_path.stem)
+    except FaceattrError as e:
+        if backend != "auto":
+            raise
+        logger.warning("%s (using torch meanwhile)", e)
+        return _load_torch(ckpt, device)
+
+
+def _onnx_model(ob: OnnxBackend, meta: dict[str, Any], name: str) -> AttributeModel:
+    """An AttributeModel on an ONNX session, once the graph's input is checked against the metadata."""
+    from faceattr.data.transforms import Preprocess
+
+    ob.check_fits(Preprocess.from_dict(meta["preprocess"]).size)
+    return AttributeModel(ob, meta, name=name)
 
 
 def samples_dir() -> Path:
