@@ -21,6 +21,7 @@ import multiprocessing
 import os
 import shutil
 import uuid
+import zlib
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ from PIL import Image, ImageFile
 from tqdm import tqdm
 
 from faceattr.data.transforms import Preprocess, prepare_image
+from faceattr._atomic import write_error
 from faceattr.errors import FaceattrError
 
 __all__ = ["FORMAT_VERSION", "CacheEntry", "ImageCache", "build_cache", "default_cache_dir", "list_caches", "remove_caches"]
@@ -150,19 +152,46 @@ def _read_meta(meta_path: Path) -> dict[str, Any] | None:
         return None
 
 
+def _invalid_rows(meta: Any, key: str, shape: tuple[int, int, int, int]) -> list[list[Any]] | None:
+    """The sidecar's [row, path, reason] list when the sidecar belongs to this cache, else None."""
+    if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION or meta.get("key") != key:
+        return None
+    if not isinstance(meta.get("shape"), list) or tuple(meta["shape"]) != shape:
+        return None
+    bad = meta.get("invalid")
+    if not isinstance(bad, list) or not all(
+        isinstance(b, list) and len(b) == 3 and type(b[0]) is int and 0 <= b[0] < shape[0] for b in bad
+    ):
+        return None
+    return bad
+
+
+def _checksum(path: Path) -> int:
+    """CRC-32 of a file, read in large blocks (about 1 s per GiB here; training then reads it all anyway)."""
+    crc = 0
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(64 << 20), b""):
+            crc = zlib.crc32(block, crc)
+    return crc
+
+
 def _open(data_path: Path, meta_path: Path, key: str, shape: tuple[int, int, int, int]) -> ImageCache | None:
-    """Reopen a finished cache, or None when there is none (or it does not match)."""
+    """Reopen a finished cache, or None when there is none or it cannot be trusted (then it is rebuilt)."""
     if not data_path.is_file():
         return None
     meta = _read_meta(meta_path)
-    if not meta or meta.get("key") != key or tuple(meta.get("shape", ())) != shape:
-        logger.info("ignoring decode cache %s: its metadata is missing or does not match", data_path)
+    bad = _invalid_rows(meta, key, shape)
+    if bad is None:
+        logger.warning("ignoring decode cache %s: its metadata is missing, edited or from another faceattr version; "
+                       "rebuilding it", data_path)
         return None
     if data_path.stat().st_size != int(np.prod(shape)):
-        logger.info("ignoring decode cache %s: it has the wrong size", data_path)
+        logger.warning("ignoring decode cache %s: it has the wrong size (truncated?); rebuilding it", data_path)
+        return None
+    if "crc32" in meta and _checksum(data_path) != meta["crc32"]:  # caches from before the checksum have none
+        logger.warning("ignoring decode cache %s: its pixels changed since it was written; rebuilding it", data_path)
         return None
     valid = np.ones(shape[0], dtype=bool)
-    bad = meta.get("invalid", [])
     valid[[row for row, _, _ in bad]] = False
     _warn_invalid(bad, shape[0])
     images = np.memmap(data_path, dtype=np.uint8, mode="r", shape=shape)
@@ -311,11 +340,17 @@ def build_cache(
         failed.sort()
         invalid = [[i, str(paths[i]), reason] for i, reason in failed]
         meta = {"format_version": FORMAT_VERSION, "key": key, "shape": list(shape), "preprocess": pre.to_dict(),
-                "invalid": invalid}
-        tmp_meta.write_text(json.dumps(meta), encoding="utf-8")
+                "invalid": invalid, "crc32": _checksum(tmp)}
+        with open(tmp_meta, "w", encoding="utf-8") as f:
+            f.write(json.dumps(meta))
+        for done in (tmp_meta, tmp):
+            with open(done, "rb") as f:
+                os.fsync(f.fileno())  # on disk before the names below point at them
         # Sidecar first, data last: the data file appearing is what marks the cache complete.
         os.replace(tmp_meta, meta_path)
         os.replace(tmp, data_path)
+    except OSError as e:
+        raise write_error(data_path, e, "decode cache", "point FACEATTR_CACHE at another disk") from None
     finally:
         for leftover in (tmp, tmp_meta):
             leftover.unlink(missing_ok=True)

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from faceattr._atomic import atomic_output, write_error
 from faceattr.checkpoint import (
     load_checkpoint,
     load_tensors,
@@ -126,10 +127,34 @@ def teacher_cache_path(cfg: TrainConfig, paths: Sequence[str], attributes: Seque
     return _cache_location(cfg, [resolve_checkpoint(t) for t in cfg.distill.teachers], paths, attributes)
 
 
+def _read_teacher_cache(cached: Path, key: str, shape: tuple[int, int]) -> np.ndarray | None:
+    """The cached teacher logits when `cached` holds them for `key` in `shape`, else None (then recomputed)."""
+    from safetensors import safe_open
+
+    if not cached.is_file():
+        return None
+    try:
+        with safe_open(str(cached), framework="numpy") as f:
+            if (f.metadata() or {}).get("key") != key:
+                return None
+            logits = f.get_tensor("logits")
+    except Exception as e:  # noqa: BLE001 - torn, edited or foreign: safetensors raises several types
+        logger.warning("distill: ignoring unreadable teacher cache %s (%s); recomputing it", cached, e)
+        return None
+    if logits.shape != shape or not np.isfinite(logits).all():
+        logger.warning("distill: ignoring teacher cache %s: it holds %s logits, expected %s; recomputing it",
+                       cached, logits.shape, shape)
+        return None
+    logger.info("distill: reusing teacher predictions from %s", cached)
+    with contextlib.suppress(OSError):  # its mtime is its last use, for `faceattr cache`
+        os.utime(cached)
+    return logits
+
+
 def soft_targets(cfg: TrainConfig, paths: Sequence[str], labels: np.ndarray, attributes: Sequence[str],
                  device: torch.device) -> np.ndarray:
     """Training targets mixing `labels` with the teachers' probabilities (computed once, then cached)."""
-    from safetensors.numpy import load_file, save_file
+    from safetensors.numpy import save_file
 
     w = cfg.distill.weight
     if not 0.0 <= w <= 1.0:
@@ -141,22 +166,15 @@ def soft_targets(cfg: TrainConfig, paths: Sequence[str], labels: np.ndarray, att
     # Checked on every run, cache hit or not: the holdout check depends on this run's settings.
     teachers = _checked_teachers(cfg, attributes)
     cached, key = _cache_location(cfg, [path for path, _ in teachers], paths, attributes)
-    logits = None
-    if cached.is_file():
-        from safetensors import safe_open
-
-        with safe_open(str(cached), framework="numpy") as f:
-            if (f.metadata() or {}).get("key") == key:
-                logits = load_file(str(cached))["logits"]
-                logger.info("distill: reusing teacher predictions from %s", cached)
-                with contextlib.suppress(OSError):  # its mtime is its last use, for `faceattr cache`
-                    os.utime(cached)
+    logits = _read_teacher_cache(cached, key, (len(paths), len(attributes)))
     if logits is None:
         logits = _predict_teachers(teachers, paths, cfg, device)
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cached.with_name(f".{cached.name}.tmp")
-        save_file({"logits": logits}, str(tmp), metadata={"key": key})
-        tmp.replace(cached)
+        try:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise write_error(cached, e, "teacher cache", "point FACEATTR_CACHE at another disk") from None
+        with atomic_output(cached, "teacher cache") as tmp:
+            save_file({"logits": logits}, str(tmp), metadata={"key": key})
     probs = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
     agree = float(((probs >= 0.5) == (labels > 0.5)).mean())
     logger.info("distill: teachers agree with the labels on %.4f of training targets; weight %.2f", agree, w)
