@@ -46,16 +46,18 @@ indexed or absent; a run commits once per batch, and a kill loses at most the ba
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import functools
 import json
 import logging
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -245,6 +247,29 @@ def safe_join(root: Path, relative: str) -> Path:
     return joined
 
 
+_F = TypeVar("_F", bound=Callable[..., Any])
+_SQLITE_FULL, _SQLITE_CORRUPT, _SQLITE_NOTADB = 13, 11, 26
+
+
+def _index_errors(method: _F) -> _F:
+    """Turn SQLite errors inside an IndexStore method into one FaceattrError line; in a reading method
+    (name not starting with write/delete/initialise) also stored values that do not parse."""
+    writes = method.__name__.startswith(("write", "delete", "initialise"))
+
+    @functools.wraps(method)
+    def wrapper(self: IndexStore, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as e:
+            raise self._error(e) from None
+        except (ValueError, TypeError) as e:  # a stored value that is not the JSON, number or vector it should be
+            if writes:
+                raise
+            raise FaceattrError(f"{self.path} is damaged ({e}); {self._redo}") from None
+
+    return wrapper  # type: ignore[return-value]
+
+
 class IndexStore:
     """A connection to one index file; writers and readers both go through it.
 
@@ -274,13 +299,34 @@ class IndexStore:
             self._check_schema()
             self._has_age = self._upgrade()
         except sqlite3.DatabaseError as e:
+            if e.sqlite_errorcode == _SQLITE_FULL:
+                raise self._error(e) from None
             raise FaceattrError(f"{self.path} is not a faceattr index ({e})") from None
+
+    @property
+    def _redo(self) -> str:
+        """What to do about an index that cannot be read."""
+        return f"delete it and index the folder again (`faceattr index FOLDER --out {self.path}`)"
+
+    def _error(self, e: sqlite3.Error) -> FaceattrError:
+        """One line for an SQLite error: disk full, damaged file, locked, or anything else."""
+        code = getattr(e, "sqlite_errorcode", None)
+        if code == _SQLITE_FULL:
+            return FaceattrError(
+                f"cannot write index {self.path}: no space left on the disk; free some space and run `faceattr index` "
+                "again (the batches committed before are kept, the one in flight was rolled back)"
+            )
+        if code in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
+            return FaceattrError(f"{self.path} is damaged or truncated ({e}); {self._redo}")
+        return FaceattrError(f"index {self.path}: {e}; check the file and that no other program holds it, then run again")
 
     def _check_schema(self) -> None:
         tables = {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         if not {"meta", "files", "faces"} <= tables:
             raise FaceattrError(f"{self.path} is not a faceattr index (tables meta/files/faces missing)")
         version = self.get_meta("schema_version")
+        if version is not None and not version.isdigit():
+            raise FaceattrError(f"{self.path} is damaged (schema_version {version!r}); {self._redo}")
         if version is not None and int(version) > SCHEMA_VERSION:
             raise FaceattrError(f"{self.path} uses index schema {version}, newer than this faceattr reads; upgrade faceattr")
 
@@ -310,21 +356,27 @@ class IndexStore:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception."""
+        """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception (a failed COMMIT included)."""
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             yield self.conn
+            self.conn.execute("COMMIT")
         except BaseException:
-            self.conn.execute("ROLLBACK")
+            # SQLite may already have rolled back by itself (e.g. on a full disk): a second ROLLBACK would
+            # fail and hide the error that matters.
+            if self.conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    self.conn.execute("ROLLBACK")
             raise
-        self.conn.execute("COMMIT")
 
     # -- meta -----------------------------------------------------------------------------------
+    @_index_errors
     def get_meta(self, key: str) -> str | None:
         """One meta value, or None."""
         row = self.conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
         return None if row is None else str(row[0])
 
+    @_index_errors
     def all_meta(self) -> dict[str, str]:
         """Every meta key and value."""
         return {k: v for k, v in self.conn.execute("SELECT key, value FROM meta")}
@@ -341,25 +393,36 @@ class IndexStore:
         return Path(value)
 
     @property
+    @_index_errors
     def attributes(self) -> list[str]:
         """Attribute names, in the order of every stored probability vector."""
-        return list(json.loads(self.get_meta("attributes") or "[]"))
+        names = json.loads(self.get_meta("attributes") or "[]")
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise ValueError(f"attributes are {type(names).__name__}, not a list of names")
+        return names
 
     @property
+    @_index_errors
     def thresholds(self) -> np.ndarray:
         """Per-attribute thresholds that `Attr=1` compares against."""
-        return np.asarray(json.loads(self.get_meta("thresholds") or "[]"), dtype=np.float32)
+        values = np.asarray(json.loads(self.get_meta("thresholds") or "[]"), dtype=np.float32)
+        if values.shape != (len(self.attributes),):
+            raise ValueError(f"{values.size} thresholds for {len(self.attributes)} attributes")
+        return values
 
     @property
+    @_index_errors
     def predicts_age(self) -> bool:
         """Whether the index's model estimates age, so its faces carry one."""
         return self._has_age and self.get_meta("predicts_age") == "1"
 
     @property
+    @_index_errors
     def generation(self) -> int:
         """Bumped by every committed write."""
         return int(self.get_meta("generation") or 0)
 
+    @_index_errors
     def model_identity(self) -> ModelIdentity | None:
         """The model the index was built with, or None for a fresh index."""
         m = self.all_meta()
@@ -375,6 +438,7 @@ class IndexStore:
             predicts_age=m.get("predicts_age") == "1",
         )
 
+    @_index_errors
     def initialise(self, root: Path, model: ModelIdentity, *, rebuild: bool = False) -> None:
         """Bind a fresh index to `root` and `model`, or check that an existing one matches them."""
         root = root.resolve()
@@ -420,10 +484,12 @@ class IndexStore:
         )
 
     # -- files ----------------------------------------------------------------------------------
+    @_index_errors
     def file_states(self) -> dict[str, tuple[int, int, str]]:
         """path -> (size, mtime_ns, status) for every indexed file."""
         return {p: (s, m, st) for p, s, m, st in self.conn.execute("SELECT path, size, mtime_ns, status FROM files")}
 
+    @_index_errors
     def delete_files(self, paths: Iterable[str]) -> int:
         """Remove files (and their faces) in one transaction; returns how many were removed."""
         paths = list(paths)
@@ -436,6 +502,7 @@ class IndexStore:
             self._bump(conn)
         return int(n)
 
+    @_index_errors
     def write_records(self, records: Sequence[FileRecord], model: ModelIdentity) -> None:
         """Replace the rows of these files with their new records, all in one transaction."""
         now = _now()
@@ -468,6 +535,7 @@ class IndexStore:
             self._bump(conn)
 
     # -- reading --------------------------------------------------------------------------------
+    @_index_errors
     def counts(self) -> dict[str, int]:
         """Numbers of files by status and of faces."""
         out = {"files": 0, "faces": 0, "noface": 0, "error": 0, "with_faces": 0}
@@ -477,10 +545,12 @@ class IndexStore:
         out["faces"] = int(self.conn.execute("SELECT COUNT(*) FROM faces").fetchone()[0])
         return out
 
+    @_index_errors
     def errors(self) -> list[tuple[str, str]]:
         """(path, error) of every file that could not be read."""
         return [(p, e or "") for p, e in self.conn.execute("SELECT path, error FROM files WHERE status='error' ORDER BY path")]
 
+    @_index_errors
     def face_matrix(self) -> FaceMatrix:
         """Load every face as arrays (one pass over the faces table)."""
         n_attr = len(self.attributes)
@@ -498,28 +568,39 @@ class IndexStore:
         file_ids = np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows))
         boxes = np.asarray([r[3:7] for r in rows], dtype=np.float32)
         scores = np.fromiter((r[7] for r in rows), dtype=np.float32, count=len(rows))
+        short = next((r[0] for r in rows if not isinstance(r[8], bytes) or len(r[8]) != 4 * n_attr), None)
+        if short is not None:  # one short and one long vector would reshape fine and read as shifted garbage
+            raise ValueError(f"face {short} has no probability vector of {n_attr} attributes")
         probs = np.frombuffer(b"".join(r[8] for r in rows), dtype="<f4").reshape(len(rows), n_attr).astype(np.float32)
         ages = np.fromiter((np.nan if r[9] is None else r[9] for r in rows), dtype=np.float32, count=len(rows))
         return FaceMatrix(ids, file_ids, [r[2] for r in rows], boxes, scores, probs, ages)
 
+    @_index_errors
     def face(self, face_id: int) -> FaceRow | None:
         """One face by id, or None."""
+        face_id = int(face_id)
+        if not -(2**63) <= face_id < 2**63:  # SQLite ids are 64-bit; binding a larger int would raise OverflowError
+            return None
         age = "age" if self._has_age else "NULL"
         r = self.conn.execute(
             f"SELECT faces.id, files.path, face_index, x, y, w, h, score, landmarks, probs, model, model_version, {age} "
             "FROM faces JOIN files ON files.id = faces.file_id WHERE faces.id=?",
-            (int(face_id),),
+            (face_id,),
         ).fetchone()
         if r is None:
             return None
+        attributes = self.attributes
+        if not isinstance(r[9], bytes) or len(r[9]) != 4 * len(attributes):
+            raise ValueError(f"face {r[0]} has no probability vector of {len(attributes)} attributes")
         probs = np.frombuffer(r[9], dtype="<f4")
         return FaceRow(
             id=r[0], path=r[1], face_index=r[2], box=(r[3], r[4], r[5], r[6]), score=r[7],
             landmarks=[(float(x), float(y)) for x, y in json.loads(r[8])],
-            probabilities={a: float(p) for a, p in zip(self.attributes, probs)},
+            probabilities={a: float(p) for a, p in zip(attributes, probs)},
             model=r[10], model_version=r[11], age=None if r[12] is None else float(r[12]),
         )
 
+    @_index_errors
     def has_file(self, path: str) -> bool:
         """Whether `path` (relative) is an indexed file."""
         return self.conn.execute("SELECT 1 FROM files WHERE path=?", (path,)).fetchone() is not None
