@@ -43,7 +43,7 @@ def member_logits(path: Path, split: str, args: argparse.Namespace, cache: Path)
     out = cache / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.npz"
     if out.is_file():
         z = np.load(out)
-        return z["logits"], z["labels"], attrs, z["identities"]
+        return z["logits"][:, : len(attrs)], z["labels"], attrs, z["identities"]
     data = load_celeba(args.data_root, split=split, attributes=attrs, seed=int(cfg.get("seed", 0)),
                        holdout_fraction=float((cfg.get("data") or {}).get("holdout_fraction", 0.1)))
     pre = Preprocess.from_dict(meta["preprocess"])
@@ -51,7 +51,7 @@ def member_logits(path: Path, split: str, args: argparse.Namespace, cache: Path)
     if args.grayscale:
         images = grayscale_images(images)
     model, _ = load_checkpoint(path)
-    logits = predict_logits(model, images, lambda x: normalize_batch(x, pre), flip=args.flip)
+    logits = predict_logits(model, images, lambda x: normalize_batch(x, pre), flip=args.flip)[:, : len(attrs)]  # no age column
     labels = np.asarray(data.labels, dtype=np.float32)
     # Without an identity file every image counts as its own person.
     identities = np.arange(len(labels)) if data.identities is None else np.asarray(data.identities)
