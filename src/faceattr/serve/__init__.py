@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING
 
 from faceattr._lazy import lazy_exports
 
-__all__ = ["DEFAULT_MAX_PIXELS", "DEFAULT_MAX_UPLOAD_BYTES", "create_app", "static_dir"]
+__all__ = ["DEFAULT_MAX_IN_FLIGHT", "DEFAULT_MAX_PIXELS", "DEFAULT_MAX_UPLOAD_BYTES", "create_app", "static_dir"]
 
 if TYPE_CHECKING:
-    from faceattr.serve.app import DEFAULT_MAX_PIXELS, DEFAULT_MAX_UPLOAD_BYTES, create_app, static_dir
+    from faceattr.serve.app import DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_PIXELS, DEFAULT_MAX_UPLOAD_BYTES, create_app, static_dir
 
 
 __getattr__, __dir__ = lazy_exports(__name__, dict.fromkeys(__all__, "app"))

@@ -17,6 +17,9 @@ Safety: request bodies are capped (413) before they are read in full, uploads mu
 image (415 if not an image at all, 400 if corrupt), images above `max_pixels` are refused from their
 header (413), images are only ever served from files recorded in the index and lying inside its
 folder, and model calls run in a worker thread under a lock so the event loop never blocks on them.
+At most `max_in_flight` requests are handled at once; more are answered 503 with Retry-After at once
+(queueing them would only grow memory and latency). Slow clients are bounded by the server, not the
+app: see serve/server.py.
 """
 
 from __future__ import annotations
@@ -42,13 +45,18 @@ from faceattr.errors import FaceattrError
 from faceattr.infer.image_io import MAX_PIXELS
 from faceattr.search.protocol import Predictor
 
-__all__ = ["DEFAULT_MAX_PIXELS", "DEFAULT_MAX_UPLOAD_BYTES", "create_app", "static_dir"]
+__all__ = ["DEFAULT_MAX_IN_FLIGHT", "DEFAULT_MAX_PIXELS", "DEFAULT_MAX_UPLOAD_BYTES", "create_app", "static_dir"]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_UPLOAD_BYTES = 15 * 1024 * 1024
 # The library's own limit (infer.image_io.MAX_PIXELS), so the page accepts every photo `predict` reads.
 DEFAULT_MAX_PIXELS = MAX_PIXELS
+# Model calls take turns under one lock, so requests beyond a few only wait, each holding its upload and
+# decoded image (up to 15 MiB + 150 MB); 32 keeps that bounded and stays under anyio's 40 worker threads.
+DEFAULT_MAX_IN_FLIGHT = 32
+# Paths answered even when the server is full, so a liveness probe does not restart a busy, healthy server.
+_NEVER_BUSY = frozenset({"/healthz"})
 # Room for the multipart boundary, headers and small form fields around the file itself.
 _MULTIPART_OVERHEAD = 64 * 1024
 _PAGE_CSP = "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; object-src 'none'; base-uri 'none'"
@@ -95,6 +103,36 @@ class _BodyLimit:
 
     def _message(self) -> str:
         return f"request body is larger than the {(self.limit - _MULTIPART_OVERHEAD) / 2**20:.1f} MiB upload limit"
+
+
+class _InFlightLimit:
+    """ASGI middleware: answer 503 with Retry-After while `limit` requests are already being handled."""
+
+    def __init__(self, app: ASGIApp, limit: int, retry_after_s: int) -> None:
+        self.app = app
+        self.limit = limit
+        self.retry_after_s = retry_after_s
+        # Only the event loop touches this (middleware runs there, never in a worker thread): no lock needed.
+        self.in_flight = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in _NEVER_BUSY:
+            await self.app(scope, receive, send)
+            return
+        if self.in_flight >= self.limit:
+            logger.warning("busy: %d requests in flight, answering 503 to %s %s", self.in_flight, scope["method"], scope["path"])
+            busy = JSONResponse(
+                {"detail": f"the server is busy ({self.limit} requests in progress); retry in {self.retry_after_s} s"},
+                status_code=503,
+                headers={"Retry-After": str(self.retry_after_s)},
+            )
+            await busy(scope, receive, send)
+            return
+        self.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1
 
 
 class _Service:
@@ -225,6 +263,8 @@ def create_app(
     *,
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+    retry_after_s: int = 1,
 ) -> FastAPI:
     """Build the app around an already loaded model (loaded once, shared by all requests) and an optional index."""
     from faceattr import __version__
@@ -232,6 +272,8 @@ def create_app(
     from faceattr.search.sheet import load_image, thumbnail_jpeg
     from faceattr.search.store import safe_join
 
+    if max_in_flight < 1 or retry_after_s < 0:
+        raise FaceattrError(f"max_in_flight must be at least 1 and retry_after_s at least 0, not {max_in_flight} and {retry_after_s}")
     svc = _Service(model, Path(index_path) if index_path is not None else None, max_upload_bytes, max_pixels)
     # FastAPI's own /docs page loads Swagger UI from a CDN, so offline it is blank; fastapi-offline
     # serves the same page with the scripts from its package (/static-offline-docs/).
@@ -251,6 +293,10 @@ def create_app(
         if request.url.path == "/" or request.url.path.startswith("/static/"):
             response.headers.setdefault("Content-Security-Policy", _PAGE_CSP)
         return response
+
+    # Added last, so outermost: a refused request costs no other middleware, and the count covers the
+    # whole request, the answer's sending included.
+    app.add_middleware(_InFlightLimit, limit=max_in_flight, retry_after_s=retry_after_s)
 
     @app.exception_handler(FaceattrError)
     async def _user_error(request: Request, exc: FaceattrError) -> JSONResponse:
@@ -285,6 +331,7 @@ def create_app(
             "thresholds": [round(float(t), 4) for t in np.asarray(model.thresholds).ravel()],
             "max_upload_bytes": max_upload_bytes,
             "max_pixels": max_pixels,
+            "max_in_flight": max_in_flight,
             "index": index,
         }
 
