@@ -44,13 +44,12 @@ def test_server_and_load_rgb_refuse_the_same_image(tmp_path: Path) -> None:
 
 def _serve(monkeypatch: pytest.MonkeyPatch, argv: list[str]) -> tuple[int, Any]:
     """Run `faceattr serve ARGV` with the fake model and without a server; returns (exit code, the app it built)."""
-    import uvicorn
-
     import faceattr.search.indexer as indexer
+    import faceattr.serve.server as server
 
     built: list[Any] = []
     monkeypatch.setattr(indexer, "load_model", lambda source, **kwargs: FakeModel(name=source))
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: built.append(app))
+    monkeypatch.setattr(server, "run", lambda config: built.append(config.app))
     code = main(["serve", *argv])
     return code, built[0] if built else None
 
