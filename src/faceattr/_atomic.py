@@ -30,7 +30,7 @@ def write_error(path: str | Path, e: OSError, what: str = "file", elsewhere: str
         hint = f"{e.strerror or e}; choose a writable location"
     else:
         hint = f"{e.strerror or e}; check the disk and the folder, then run again"
-    return FaceattrError(f"cannot write {what} {path}: {hint} (any previous {what} there is unchanged)")
+    return FaceattrError(f"cannot write the {what} {path}: {hint} (any previous {what} there is unchanged)")
 
 
 def temp_path(path: Path) -> Path:

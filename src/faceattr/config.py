@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import tomli_w
 
+from faceattr._atomic import atomic_write, write_error
 from faceattr.errors import FaceattrError, did_you_mean
 
 __all__ = [
@@ -322,8 +323,8 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
 def save_config(cfg: Any, path: str | Path) -> Path:
     """Write the resolved config as TOML (atomically)."""
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_suffix(p.suffix + ".tmp")
-    tmp.write_text(tomli_w.dumps(config_to_dict(cfg)), encoding="utf-8")
-    tmp.replace(p)
-    return p
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise write_error(p, e, "config") from None
+    return atomic_write(p, tomli_w.dumps(config_to_dict(cfg)), "config")

@@ -18,13 +18,13 @@ writes ``compare.md``, ``compare.csv`` and ``compare.html``.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import html
 import io
 import json
 import logging
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +32,7 @@ from typing import Any
 
 import tomllib
 
+from faceattr._atomic import atomic_output, write_error
 from faceattr.errors import FaceattrError, did_you_mean, resolve_names
 
 __all__ = ["METRICS", "Column", "Comparison", "RunRecord", "compare_runs", "read_run", "render_markdown", "write_comparison"]
@@ -442,10 +443,12 @@ def write_comparison(cmp: Comparison, out_dir: str | Path) -> dict[str, Path]:
     texts = {"md": _markdown(cmp), "csv": _csv(cmp), "html": _html(cmp)}
     try:
         out.mkdir(parents=True, exist_ok=True)
-        for k, p in files.items():
-            tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
-            tmp.write_text(texts[k], encoding="utf-8", newline="")
-            os.replace(tmp, p)
     except OSError as e:
-        raise FaceattrError(f"cannot write the comparison into {out}: {e.strerror or e}; choose a writable folder") from None
+        raise write_error(out, e, "comparison") from None
+    # All three written as temp files before any replaces its old version: a full disk never leaves
+    # a new compare.md beside an old compare.csv.
+    with contextlib.ExitStack() as stack:
+        for k, p in files.items():
+            tmp = stack.enter_context(atomic_output(p, "comparison"))
+            tmp.write_text(texts[k], encoding="utf-8", newline="")
     return files

@@ -21,7 +21,6 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from faceattr._atomic import atomic_write, write_error
 from faceattr.errors import FaceattrError, did_you_mean, resolve_names
 from faceattr.evaluate.groups import lipstick_shortcut
 from faceattr.evaluate.metrics import (
@@ -525,8 +525,6 @@ def write_json(result: dict[str, Any], path: str | Path) -> None:
     p = Path(path)
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, p)
     except OSError as e:
-        raise FaceattrError(f"cannot write JSON to {p}: {e.strerror or e}; choose a writable path") from None
+        raise write_error(p, e, "evaluation JSON") from None
+    atomic_write(p, text, "evaluation JSON")  # a full disk leaves the previous JSON whole and no temp file

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from faceattr._atomic import write_error
 from faceattr.errors import FaceattrError
 
 __all__ = ["REPORT_FILE", "check_report_dir", "write_report"]
@@ -591,7 +592,7 @@ def write_report(ev: Any, out_dir: str | Path, *, samples: int = 16) -> Path:
         _swap_into_place(tmp, out)
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise FaceattrError(f"cannot write the report to {out}: {e.strerror or e}; choose a writable folder") from None
+        raise write_error(out, e, "report") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
