@@ -69,6 +69,16 @@ def main(argv: list[str] | None = None) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    except OSError as e:  # after BrokenPipeError, its subclass
+        import errno
+
+        # The writers of results (checkpoints, caches, index, reports, exports) say this themselves;
+        # this catches a full disk anywhere else (a training log, crops, a contact sheet) in one line.
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        where = f" writing {e.filename}" if e.filename else ""
+        print(f"faceattr: error: no space left on the disk{where}; free some space and run again", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

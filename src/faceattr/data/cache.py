@@ -167,7 +167,8 @@ def _invalid_rows(meta: Any, key: str, shape: tuple[int, int, int, int]) -> list
 
 
 def _checksum(path: Path) -> int:
-    """CRC-32 of a file, read in large blocks (about 1 s per GiB here; training then reads it all anyway)."""
+    """CRC-32 of a file, read in large blocks (0.3 s of CPU per GiB here, plus the reading, which warms
+    the page cache that training then reads from anyway)."""
     crc = 0
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(64 << 20), b""):
