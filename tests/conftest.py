@@ -75,6 +75,7 @@ class _FullDiskFile:
         self._f, self._path, self._state = f, path, state
 
     def write(self, data: Any) -> int:
+        """Write what still fits, then raise ENOSPC for the rest."""
         n = len(data) if not isinstance(data, memoryview) else data.nbytes
         room = self._state["budget"] - self._state["written"]
         if n > room:
@@ -86,15 +87,19 @@ class _FullDiskFile:
         return self._f.write(data)
 
     def __enter__(self) -> _FullDiskFile:
+        """Support `with open(...) as f`."""
         return self
 
     def __exit__(self, *exc: object) -> None:
+        """Close the real file."""
         self._f.close()
 
     def __getattr__(self, name: str) -> Any:
+        """Everything else from the real file object."""
         return getattr(self._f, name)
 
     def __iter__(self) -> Any:
+        """Iterate the real file's lines."""
         return iter(self._f)
 
 
