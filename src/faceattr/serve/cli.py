@@ -56,9 +56,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from faceattr.errors import FaceattrError
     from faceattr.infer.image_io import MAX_PIXELS
     from faceattr.search.store import IndexStore
-    from faceattr.serve.server import ServeConfig, ServerLimits, run
+    from faceattr.serve.server import ServeConfig, ServerLimits, cap_malloc_arenas, run
 
     log = logging.getLogger("faceattr.serve")
+    # First, before the model's and the server's threads exist (see cap_malloc_arenas for the figures).
+    if not cap_malloc_arenas():
+        log.debug("could not cap malloc arenas (not glibc); memory may grow for a while under load")
     if not 0 < args.port < 65536:
         raise FaceattrError(f"--port must be between 1 and 65535, not {args.port}")
     max_pixels = MAX_PIXELS if args.max_pixels is None else args.max_pixels
@@ -122,4 +125,7 @@ def _build_app(settings: dict[str, Any]) -> Any:
 
 def worker_app() -> Any:
     """App factory each `--workers` process calls (uvicorn factory=True), from the settings the parent left in the environment."""
+    from faceattr.serve.server import cap_malloc_arenas
+
+    cap_malloc_arenas()
     return _build_app(json.loads(os.environ[_SETTINGS_ENV]))
