@@ -328,6 +328,30 @@ def test_explain_classifies_in_small_batches() -> None:
     assert r.json()["regions"] == whole.to_dict()["regions"]
 
 
+def test_model_calls_all_run_on_one_thread(indexed: tuple[Path, Path, dict]) -> None:
+    """Predictions, search-by-photo and explanations from many clients at once all reach the model on one thread."""
+    threads: set[int] = set()
+
+    class _Recording(_CropModel):
+        def predict(self, image: Any, **kw: Any) -> Any:
+            threads.add(threading.get_ident())
+            time.sleep(0.01)  # long enough that concurrent requests overlap
+            return super().predict(image, **kw)
+
+        def predict_aligned(self, crops: Any, *, batch_size: int = 64) -> Any:
+            threads.add(threading.get_ident())
+            return super().predict_aligned(crops, batch_size=batch_size)
+
+    photo = ("a.png", image_bytes([0.9, 0.1, 0.8, 0.3, 0.6, 0.2]), "image/png")
+    cases = [bench.Case("POST /predict", "good", "POST", "/predict", files={"file": photo}),
+             bench.Case("POST /search/like", "like", "POST", "/search/like", files={"file": photo}),
+             bench.Case("POST /explain", "explain", "POST", "/explain", files={"file": photo}, data={"attribute": "Male"})]
+    with guarded_server(create_app(_Recording(), indexed[1])) as url:
+        outcomes, _ = asyncio.run(bench.run_load(url, bench.pick(cases, 60, seed=4), concurrency=12, timeout=60))
+    assert [o.problem for o in outcomes if o.problem] == []
+    assert len(threads) == 1 and threading.get_ident() not in threads
+
+
 def test_serve_caps_malloc_arenas_before_loading_the_model(monkeypatch: pytest.MonkeyPatch) -> None:
     """The cap must come before the model's threads exist; on glibc it takes effect."""
     import faceattr.search.indexer as indexer

@@ -16,7 +16,8 @@ Endpoints (OpenAPI docs at /docs and /redoc, with their scripts served locally):
 Safety: request bodies are capped (413) before they are read in full, uploads must decode as an
 image (415 if not an image at all, 400 if corrupt), images above `max_pixels` are refused from their
 header (413), images are only ever served from files recorded in the index and lying inside its
-folder, and model calls run in a worker thread under a lock so the event loop never blocks on them.
+folder, and model calls run one at a time, in arrival order, on one thread of their own, so the event
+loop never blocks on them.
 At most `max_in_flight` requests are handled at once; more are answered 503 with Retry-After at once
 (queueing them would only grow memory and latency). Slow clients are bounded by the server, not the
 app: see serve/server.py.
@@ -26,10 +27,11 @@ from __future__ import annotations
 
 import io
 import logging
-import threading
 import warnings
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import numpy as np
 from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
@@ -48,17 +50,18 @@ from faceattr.search.protocol import Predictor
 __all__ = ["DEFAULT_MAX_IN_FLIGHT", "DEFAULT_MAX_PIXELS", "DEFAULT_MAX_UPLOAD_BYTES", "create_app", "static_dir"]
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DEFAULT_MAX_UPLOAD_BYTES = 15 * 1024 * 1024
 # The library's own limit (infer.image_io.MAX_PIXELS), so the page accepts every photo `predict` reads.
 DEFAULT_MAX_PIXELS = MAX_PIXELS
-# Model calls take turns under one lock, so requests beyond a few only wait, each holding its upload and
+# Model calls take turns on one thread, so requests beyond a few only wait, each holding its upload and
 # decoded image (up to 15 MiB + 150 MB); 32 keeps that bounded and stays under anyio's 40 worker threads.
 DEFAULT_MAX_IN_FLIGHT = 32
 # Occluded copies classified per model call in /explain. ONNX Runtime's arena keeps its peak for the
 # process's life: one explanation in batches of 64 grew the default model's server from 0.2 to 1.2 GB,
 # of 16 to 0.5 GB, of 8 to 0.37 GB. Batches of 8 cost 16's CPU time (64's is ~20% less) and hold the
-# model lock for less time, so predictions interleave sooner (measured 2026-12-06, 2-core CPU).
+# model for less time, so predictions interleave sooner (measured 2026-12-06, 2-core CPU).
 _EXPLAIN_BATCH = 8
 # Paths answered even when the server is full, so a liveness probe does not restart a busy, healthy server.
 _NEVER_BUSY = frozenset({"/healthz"})
@@ -140,14 +143,34 @@ class _InFlightLimit:
             self.in_flight -= 1
 
 
+class _ModelThread:
+    """Every model call on one dedicated thread, one at a time, in the order they come.
+
+    The detector and backend are not safe to share between threads, so calls had to take turns anyway;
+    making them on one thread also keeps each library's per-thread buffers to one set. Under a lock,
+    called from whichever of anyio's 40 worker threads, 16 concurrent clients uploading photos grew the
+    default model's server from 0.24 to 0.62 GB (on one thread: 0.27 to 0.29 GB), and the load
+    benchmark's mix from 0.66 to 0.82 GB over 6,000 requests, still climbing (on one thread: 0.40 to
+    0.42 GB, levelling off; 2026-12-06, 2-core CPU). The queue is also first come, first served,
+    which a lock is not.
+    """
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="faceattr-model")
+
+    def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run `fn(*args, **kwargs)` on the model thread and wait for it (call from a worker thread, not the event loop)."""
+        return self._pool.submit(fn, *args, **kwargs).result()
+
+
 class _Service:
-    """What the endpoints share: the model (behind a lock), the index path and its cached face matrix."""
+    """What the endpoints share: the model (and the thread it runs on), the index path and its cached face matrix."""
 
     def __init__(self, model: Predictor, index_path: Path | None, max_upload_bytes: int, max_pixels: int) -> None:
         from faceattr.search.store import CachedMatrix, IndexStore
 
         self.model = model
-        self.lock = threading.Lock()
+        self.model_thread = _ModelThread()
         self.max_upload_bytes = max_upload_bytes
         self.max_pixels = max_pixels
         self.index_path = index_path
@@ -175,9 +198,8 @@ class _Service:
             raise HTTPException(503, str(e)) from None
 
     def predict(self, rgb: np.ndarray) -> list[Any]:
-        """Model call under the lock: the detector and backend are not safe to share between threads."""
-        with self.lock:
-            return list(self.model.predict(rgb))
+        """The model's faces for an image, computed on the model thread."""
+        return self.model_thread.call(lambda: list(self.model.predict(rgb)))
 
     def explain(self, rgb: np.ndarray, attribute: str, face: int, patch: int = 32, stride: int = 16,
                 scale: str = "probability") -> dict[str, Any]:
@@ -198,7 +220,7 @@ class _Service:
         if crop is None:
             raise HTTPException(422, f"face {face} came without an aligned crop, so it cannot be explained")
         try:
-            e = explain_crop(_LockedCrops(self.model, self.lock), crop, attribute, patch=patch, stride=stride, scale=scale,
+            e = explain_crop(_QueuedCrops(self.model, self.model_thread), crop, attribute, patch=patch, stride=stride, scale=scale,
                              batch_size=_EXPLAIN_BATCH)
         except FaceattrError as err:
             raise HTTPException(422, str(err)) from None
@@ -206,17 +228,17 @@ class _Service:
         return {"face": face, **e.to_dict(), "image": f"data:image/png;base64,{png}"}
 
 
-class _LockedCrops:
-    """The model's predict_aligned under the service lock, one call (one batch) at a time, so a long
+class _QueuedCrops:
+    """The model's predict_aligned on the model thread, one call (one batch) at a time, so a long
     explanation lets other requests in between its batches instead of holding the model throughout."""
 
-    def __init__(self, model: Any, lock: threading.Lock) -> None:
-        self.model, self.lock = model, lock
+    def __init__(self, model: Any, model_thread: _ModelThread) -> None:
+        self.model, self.model_thread = model, model_thread
         self.name, self.attributes = model.name, model.attributes
 
     def predict_aligned(self, crops: np.ndarray, *, batch_size: int = 64) -> np.ndarray:
-        with self.lock:
-            return self.model.predict_aligned(crops, batch_size=batch_size)
+        """Probabilities of a batch of aligned crops, computed on the model thread."""
+        return self.model_thread.call(self.model.predict_aligned, crops, batch_size=batch_size)
 
 
 def _decode_upload(data: bytes, max_pixels: int) -> np.ndarray:

@@ -38,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     # `faceattr --help` imports neither uvicorn nor the app.
     p.add_argument("--workers", type=int, default=1,
                    help="processes, each with its own copy of the model, sharing the port; CPU threads are split "
-                   "between them (default 1: model calls take turns under one lock in one process)")
+                   "between them (default 1: model calls take turns on one thread, everything else runs concurrently)")
     p.add_argument("--max-in-flight", type=int, default=32, metavar="N",
                    help="requests handled at once per worker; beyond N the server answers 503 with Retry-After: 1 "
                    "at once instead of queueing (default 32; /healthz is always answered)")
