@@ -134,3 +134,19 @@ def real_images(celeba_root: Path) -> Callable[[int], list[Path]]:
         return [celeba_root / IMAGES / name for name in names[:n]]
 
     return pick
+
+
+def count_decodes(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """From now on, record each path the cache decodes, in order (in-process builds only: worker processes are not seen)."""
+    import faceattr.data.cache as cache_mod
+    from faceattr.data.transforms import Preprocess
+
+    calls: list[Path] = []
+    real = cache_mod._decode_one
+
+    def counting(path: Path, pre: Preprocess, frame: object = None) -> np.ndarray:
+        calls.append(path)
+        return real(path, pre, frame)
+
+    monkeypatch.setattr(cache_mod, "_decode_one", counting)
+    return calls

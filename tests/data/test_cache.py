@@ -17,25 +17,14 @@ from faceattr.data.cache import ImageCache, build_cache, default_cache_dir
 from faceattr.data.transforms import Preprocess, prepare_image
 from faceattr.errors import FaceattrError
 
+from .conftest import count_decodes
+
 PRE = Preprocess(size=(40, 32), crop=(9, 29, 169, 189))
-
-
-def _counting_decode(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
-    """Wrap the per-image decode so a test can see how often it ran (in-process builds only)."""
-    calls: list[Path] = []
-    real = cache_mod._decode_one
-
-    def counting(path: Path, pre: Preprocess, frame: object = None) -> np.ndarray:
-        calls.append(path)
-        return real(path, pre, frame)
-
-    monkeypatch.setattr(cache_mod, "_decode_one", counting)
-    return calls
 
 
 def test_build_then_hit_without_decoding(tmp_path: Path, real_images, monkeypatch: pytest.MonkeyPatch) -> None:
     paths = real_images(200)
-    calls = _counting_decode(monkeypatch)
+    calls = count_decodes(monkeypatch)
     first = build_cache(paths, PRE, cache_dir=tmp_path, workers=1, progress=False)
     assert isinstance(first, ImageCache) and len(first) == 200 and len(calls) == 200
     assert isinstance(first.images, np.memmap) and first.images.shape == (200, 40, 32, 3)
@@ -62,7 +51,7 @@ def test_key_covers_size_crop_order_and_mtime(tmp_path: Path, real_images, monke
         shutil.copy(src, folder / src.name)
         paths.append(folder / src.name)
     base = build_cache(paths, PRE, cache_dir=tmp_path / "c", workers=1, progress=False).path
-    calls = _counting_decode(monkeypatch)
+    calls = count_decodes(monkeypatch)
     other = [
         build_cache(paths, Preprocess(size=(40, 40), crop=PRE.crop), cache_dir=tmp_path / "c", workers=1,
                     progress=False).path,
@@ -152,7 +141,7 @@ def test_torn_cache_is_rebuilt(tmp_path: Path, real_images, monkeypatch: pytest.
     built = build_cache(paths, PRE, cache_dir=tmp_path, workers=1, progress=False)
     with open(built.path, "r+b") as f:
         f.truncate(100)  # a file cut short by something outside our control
-    calls = _counting_decode(monkeypatch)
+    calls = count_decodes(monkeypatch)
     again = build_cache(paths, PRE, cache_dir=tmp_path, workers=1, progress=False)
     assert len(calls) == 20 and again.valid.all()
     np.testing.assert_array_equal(again.images[5], prepare_image(Image.open(paths[5]), PRE))

@@ -21,6 +21,8 @@ from faceattr.data.cache import build_cache, list_caches
 from faceattr.data.transforms import Preprocess, prepare_image
 from faceattr.errors import FaceattrError
 
+from .conftest import count_decodes
+
 PRE = Preprocess(size=(24, 20))
 
 
@@ -35,19 +37,6 @@ def images(tmp_path: Path) -> list[Path]:
         paths.append(folder / f"{i}.png")
         Image.fromarray(rng.integers(0, 256, (30, 26, 3), dtype=np.uint8)).save(paths[-1])
     return paths
-
-
-def _decodes(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
-    """Count the per-image decodes of in-process builds."""
-    calls: list[Path] = []
-    real = cache_mod._decode_one
-
-    def counting(path: Path, pre: Preprocess, frame: object = None) -> np.ndarray:
-        calls.append(path)
-        return real(path, pre, frame)
-
-    monkeypatch.setattr(cache_mod, "_decode_one", counting)
-    return calls
 
 
 def _build(images: list[Path], folder: Path) -> Any:
@@ -86,7 +75,7 @@ def test_an_edited_sidecar_means_a_rebuild(images: list[Path], tmp_path: Path, m
     sidecar = built.path.with_suffix(".json")
     edited = _edit_sidecar(json.loads(sidecar.read_text()), how)
     sidecar.write_text(edited if isinstance(edited, str) else json.dumps(edited))
-    calls = _decodes(monkeypatch)
+    calls = count_decodes(monkeypatch)
     with caplog.at_level(logging.WARNING, logger="faceattr.data.cache"):
         again = _build(images, tmp_path / "c")
     assert len(calls) == len(images) and "rebuilding it" in caplog.text
@@ -102,7 +91,7 @@ def test_pixels_changed_behind_its_back_mean_a_rebuild(images: list[Path], tmp_p
     data = bytearray(built.path.read_bytes())
     data[len(data) // 2] ^= 0xFF  # same size, one byte different: the size check alone cannot see it
     built.path.write_bytes(bytes(data))
-    calls = _decodes(monkeypatch)
+    calls = count_decodes(monkeypatch)
     with caplog.at_level(logging.WARNING, logger="faceattr.data.cache"):
         again = _build(images, tmp_path / "c")
     assert len(calls) == len(images) and "pixels changed" in caplog.text
@@ -116,7 +105,7 @@ def test_a_cache_from_before_the_checksum_is_still_used(images: list[Path], tmp_
     meta = json.loads(sidecar.read_text())
     del meta["crc32"]
     sidecar.write_text(json.dumps(meta))
-    calls = _decodes(monkeypatch)
+    calls = count_decodes(monkeypatch)
     _assert_fresh(_build(images, tmp_path / "c"), images)
     assert calls == []
 
@@ -126,7 +115,7 @@ def test_a_cache_of_another_format_version_is_never_read(images: list[Path], tmp
     old = _build(images, tmp_path / "c")
     np.asarray(old.images)  # a reader of the old version may still be mapping it
     monkeypatch.setattr(cache_mod, "FORMAT_VERSION", cache_mod.FORMAT_VERSION + 1)
-    calls = _decodes(monkeypatch)
+    calls = count_decodes(monkeypatch)
     new = _build(images, tmp_path / "c")
     assert len(calls) == len(images) and new.path != old.path  # the version is part of the key: its own file
     _assert_fresh(new, images)

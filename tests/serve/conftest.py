@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -51,16 +51,13 @@ def client(indexed: tuple[Path, Path, dict]) -> Iterator[Any]:
 
 
 @contextmanager
-def live_server(app: Any, max_requests: int = 400) -> Iterator[str]:
-    """Run `app` with uvicorn on a free 127.0.0.1 port in a thread; yields the base URL, stops on exit."""
-    import uvicorn
-
+def server_in_thread(make_server: Callable[[int], Any]) -> Iterator[str]:
+    """Bind a free 127.0.0.1 port, run the uvicorn.Server that `make_server(port)` builds on it in a thread;
+    yields the base URL, stops the server on exit."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    # limit_max_requests bounds the server's loop even if a test forgets to stop it.
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", limit_max_requests=max_requests)
-    server = uvicorn.Server(config)
+    server = make_server(port)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
@@ -74,6 +71,17 @@ def live_server(app: Any, max_requests: int = 400) -> Iterator[str]:
         server.should_exit = True
         thread.join(timeout=15)
         sock.close()
+
+
+@contextmanager
+def live_server(app: Any, max_requests: int = 400) -> Iterator[str]:
+    """Run `app` with uvicorn on a free 127.0.0.1 port in a thread; yields the base URL, stops on exit."""
+    import uvicorn
+
+    # limit_max_requests bounds the server's loop even if a test forgets to stop it.
+    with server_in_thread(lambda port: uvicorn.Server(uvicorn.Config(
+            app, host="127.0.0.1", port=port, log_level="warning", limit_max_requests=max_requests))) as url:
+        yield url
 
 
 def pytest_configure(config: pytest.Config) -> None:

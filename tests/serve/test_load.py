@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import os
-import socket
 import sqlite3
 import sys
 import threading
@@ -26,6 +25,8 @@ from search.fakes import ATTRS, FakeModel, image_array, image_bytes
 
 from faceattr.infer.image_io import MAX_PIXELS
 from faceattr.serve import create_app
+
+from .conftest import server_in_thread
 
 ROOT = Path(__file__).resolve().parents[2]
 TESTS = ROOT / "tests"
@@ -159,23 +160,10 @@ def guarded_server(app: Any, request_timeout: float = 30, send_timeout: float = 
 
     from faceattr.serve.server import ServeConfig, ServerLimits
 
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
     limits = ServerLimits(request_timeout=request_timeout, send_timeout=send_timeout)
-    server = uvicorn.Server(ServeConfig(app, host="127.0.0.1", port=port, log_level="warning", limits=limits))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
-        sock.close()
+    with server_in_thread(lambda port: uvicorn.Server(ServeConfig(app, host="127.0.0.1", port=port, log_level="warning",
+                                                                  limits=limits))) as url:
+        yield url
 
 
 class _GatedModel(FakeModel):
