@@ -26,16 +26,21 @@ GRID = (0.0, 1 / 3, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
 
 def member_logits(path: Path, split: str, args: argparse.Namespace) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """(logits [N, A+1], labels) of one checkpoint on 'holdout' (CelebA) or 'utk' (UTKFace valid), cached."""
+    """(logits, labels) of one checkpoint on 'holdout' (CelebA: attributes only) or 'utk' (UTKFace valid: with age), cached."""
     import torch
 
     from faceattr.checkpoint import load_checkpoint, read_metadata
-    from faceattr.data import load_celeba
     from faceattr.data.cache import build_cache
     from faceattr.data.transforms import Preprocess, normalize_batch
     from faceattr.data.utkface import ChipFrame, load_utkface
     from faceattr.runtime import predict_logits
 
+    if split == "holdout":  # CelebA: the same logits (and cache) as scripts/ensemble_search.py
+        from ensemble_search import member_logits as celeba_logits
+
+        opts = argparse.Namespace(data_root=args.celeba, flip=args.flip, grayscale=False)
+        logits, labels, attrs, _ = celeba_logits(path, "holdout", opts, args.cache)
+        return logits, {"male": labels[:, attrs.index("Male")]}
     meta = read_metadata(path)
     key = f"{path.resolve()}|{path.stat().st_mtime_ns}|{split}|{args.flip}"
     out = args.cache / f"w-{hashlib.sha1(key.encode()).hexdigest()[:16]}.npz"
@@ -44,15 +49,9 @@ def member_logits(path: Path, split: str, args: argparse.Namespace) -> tuple[np.
         return z["logits"], {k[6:]: z[k] for k in z.files if k.startswith("label_")}
     cfg = meta.get("config") or {}
     pre = Preprocess.from_dict(meta["preprocess"])
-    if split == "holdout":
-        data = load_celeba(args.celeba, split="holdout", attributes=["Male"], seed=int(cfg.get("seed", 0)),
-                           holdout_fraction=float((cfg.get("data") or {}).get("holdout_fraction", 0.1)))
-        images = build_cache(data.paths, pre).images
-        labels = {"male": np.asarray(data.labels, dtype=np.float32)[:, 0]}
-    else:
-        utk = load_utkface(args.utkface, "valid", seed=int(cfg.get("seed", 0)))
-        images = build_cache(utk.paths, pre, frame=ChipFrame()).images
-        labels = {"male": utk.male, "age": utk.age, "race": utk.race}
+    utk = load_utkface(args.utkface, "valid", seed=int(cfg.get("seed", 0)))
+    images = build_cache(utk.paths, pre, frame=ChipFrame()).images
+    labels = {"male": utk.male, "age": utk.age, "race": utk.race}
     torch.set_grad_enabled(False)
     model, _ = load_checkpoint(path)
     logits = predict_logits(model, images, lambda x: normalize_batch(x, pre), flip=args.flip)
