@@ -566,13 +566,15 @@ def sample_path(name: str = "grace_hopper") -> Path:
 
 
 def export(
-    name_or_path: str | Path, onnx_path: str | Path, *, opset: int | None = None, sidecar_json: bool = True
+    name_or_path: str | Path, onnx_path: str | Path, *, opset: int | None = None, sidecar_json: bool = True,
+    half_weights: bool = False,
 ) -> tuple[Path, float]:
     """Export a checkpoint (or shipped model) to ONNX, verified against torch on the aligned sample
     portraits; returns (path, max abs logit difference).
 
     The file holds the checkpoint's metadata and sha256; `sidecar_json` also writes the metadata as
     JSON beside it (off for the shipped models, whose JSON beside them is the checkpoint's own).
+    `half_weights` stores the weights fp16 holds exactly in fp16 (see `export_onnx`).
     """
     from faceattr.checkpoint import file_sha256, load_checkpoint, resolve_checkpoint
     from faceattr.data.transforms import Preprocess, prepare_image
@@ -589,4 +591,4 @@ def export(
     check = [prepare_image(c, pre) for c in crops]
     check += list(rng.integers(0, 256, size=(2, *pre.size, 3), dtype=np.uint8))
     return export_onnx(model, pre, meta, onnx_path, opset=opset or DEFAULT_OPSET, check_images=np.stack(check),
-                       source_sha256=file_sha256(ckpt), sidecar_json=sidecar_json)
+                       source_sha256=file_sha256(ckpt), sidecar_json=sidecar_json, half_weights=half_weights)
