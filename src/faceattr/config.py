@@ -190,6 +190,9 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int = 0  # CPU threads for torch (0: torch's default)
+    # torch.compile the model for training steps: faster steps on a GPU after a compile of a minute
+    # or so; off by default (compiling costs more than it saves on short CPU runs).
+    compile: bool = False
     checkpoint_every: int = 200  # steps between mid-epoch 'last' checkpoints (0: only at epoch end)
     out: str = "runs/exp"
     progress: bool = True

@@ -38,7 +38,8 @@ __all__ = ["fit", "train_one_epoch", "validate", "lr_factor", "prepare_run", "Ru
 logger = logging.getLogger(__name__)
 
 # Keys a resumed run may change; anything else would no longer be the same run.
-_RESUMABLE_CHANGES = {"epochs", "max_steps", "progress", "device", "threads", "checkpoint_every", "eval_batch_size"}
+_RESUMABLE_CHANGES = {"epochs", "max_steps", "progress", "device", "threads", "checkpoint_every", "eval_batch_size",
+                      "compile"}
 
 
 def _seed_for(*parts: int | str) -> int:
@@ -102,6 +103,7 @@ class Run:
     val_sources: Any = None
     train_age: np.ndarray | None = None
     val_age: np.ndarray | None = None
+    compiled: Any = None  # torch.compile(model) for training steps (cfg.compile); `model` stays what is saved
 
     @property
     def masked(self) -> bool:
@@ -348,6 +350,19 @@ def _cache_frozen_features(run: Run) -> None:
                 0 if feats is None else feats.nbytes / 2**20)
 
 
+def _train_forward(run: Run) -> Any:
+    """The module training steps call: the model, or with `compile` its torch.compile'd wrapper.
+
+    Compiled once per run and kept on it; checkpoints keep saving `run.model` (same parameters,
+    no `_orig_mod.` prefix).
+    """
+    if not run.cfg.compile:
+        return run.model
+    if run.compiled is None:
+        run.compiled = torch.compile(run.model)
+    return run.compiled
+
+
 def _forward_from_features(run: Run, f: torch.Tensor) -> torch.Tensor:
     """Finish the forward pass from cached frozen-stage outputs."""
     model = run.model
@@ -388,12 +403,15 @@ def _make_optimizer(run: Run, phase_frozen: bool) -> torch.optim.Optimizer:
     for g in groups:
         g["initial_lr"] = g["lr"]
     name = cfg.optim.optimizer
+    # On CUDA, one fused kernel per step instead of several per parameter; the CPU keeps the default
+    # (foreach) implementation, whose numerics every resume test pins down.
+    fused = {"fused": True} if run.device.type == "cuda" else {}
     if name == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.optim.lr, momentum=cfg.optim.momentum, nesterov=cfg.optim.momentum > 0)
+        return torch.optim.SGD(groups, lr=cfg.optim.lr, momentum=cfg.optim.momentum, nesterov=cfg.optim.momentum > 0, **fused)
     if name == "adam":
-        return torch.optim.Adam(groups, lr=cfg.optim.lr)
+        return torch.optim.Adam(groups, lr=cfg.optim.lr, **fused)
     if name == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.optim.lr)
+        return torch.optim.AdamW(groups, lr=cfg.optim.lr, **fused)
     raise FaceattrError(f"unknown optimizer '{name}'; use sgd, adam or adamw")
 
 
@@ -528,8 +546,9 @@ def train_one_epoch(
     on_step: Any = None,
 ) -> tuple[float, int, float]:
     """Train one epoch from `start_step`; returns (mean loss, global step after, images/s)."""
-    from faceattr.data.augment import augment_batch, context_columns, swap_context
-    from faceattr.data.transforms import normalize_batch
+    from faceattr.data.augment import context_columns
+    from faceattr.train.pipeline import augment_on_device, gather_rows, prefetch_rows
+
     cfg, model, device = run.cfg, run.model, run.device
     male_col, band_cols = context_columns(run.attributes)
     model.train()
@@ -548,7 +567,15 @@ def train_one_epoch(
         bar = tqdm(total=steps, initial=start_step, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step",
                    leave=False, dynamic_ncols=True)
     try:
-        for step, idx in _batches(len(run.train_labels), cfg.batch_size, cfg.seed, epoch, start_step, run.sources):
+        batches = _batches(len(run.train_labels), cfg.batch_size, cfg.seed, epoch, start_step, run.sources)
+        if run.train_features is None:
+            # The next step's uint8 rows are read from the cache (into pinned memory for CUDA) while this one trains.
+            pin = device.type == "cuda"
+            steps_iter = prefetch_rows(batches, lambda i: gather_rows(run.train_images, i, pin=pin))
+        else:
+            steps_iter = ((s, i, None) for s, i in batches)
+        train_forward = _train_forward(run)
+        for step, idx, rows in steps_iter:
             if global_step >= total:
                 break
             factor = lr_factor(cfg.optim.scheduler, global_step, total, warmup_fraction=cfg.optim.warmup_fraction,
@@ -564,20 +591,21 @@ def train_one_epoch(
             y = _targets(y.to(device), cfg.loss, cfg.label_smoothing)
             if run.train_features is not None:
                 view = torch.randint(0, run.train_features.shape[0], (len(idx),), generator=gen).numpy()
-                x = torch.from_numpy(run.train_features[view, idx].astype(np.float32)).to(device)
+                # float16 features go to the device as they are (half the bytes) and widen there (exact).
+                x = torch.from_numpy(run.train_features[view, idx]).to(device, non_blocking=True).float()
                 forward = lambda t: _forward_from_features(run, t)  # noqa: E731
             else:
-                x = torch.from_numpy(np.array(run.train_images[idx])).permute(0, 3, 1, 2)
-                if cfg.augment.context_swap > 0.0:
-                    # Its own generator, so switching it on leaves every other augmentation draw alone.
-                    swap_gen = torch.Generator().manual_seed(_seed_for(cfg.seed, epoch, step, "context"))
-                    x, swapped = swap_context(x, run.train_labels[idx], cfg.augment.context_swap, swap_gen,
-                                              male=male_col)
-                    if band_cols and bool(swapped.any()):
-                        unknown = torch.zeros(len(idx), len(run.attributes), dtype=torch.bool)
-                        unknown[swapped.nonzero(), torch.tensor(band_cols)] = True
-                x = normalize_batch(augment_batch(x, cfg.augment, gen), run.preprocess).to(device, non_blocking=True)
-                forward = model
+                # uint8 rows go to the device; swap, augmentation and normalisation run there, batched,
+                # with the random numbers drawn on this step's CPU generators (same draws on any device).
+                # context_swap has its own generator, so switching it on leaves every other draw alone.
+                swap_gen = (torch.Generator().manual_seed(_seed_for(cfg.seed, epoch, step, "context"))
+                            if cfg.augment.context_swap > 0.0 else None)
+                x, swapped = augment_on_device(rows, device, cfg.augment, run.preprocess, gen,
+                                               labels=run.train_labels[idx], swap_generator=swap_gen, male=male_col)
+                if swapped is not None and band_cols and bool(swapped.any()):
+                    unknown = torch.zeros(len(idx), len(run.attributes), dtype=torch.bool)
+                    unknown[swapped.nonzero(), torch.tensor(band_cols)] = True
+                forward = train_forward
             if device.type == "cuda":
                 x = x.contiguous(memory_format=torch.channels_last)
                 with torch.autocast("cuda", dtype=torch.bfloat16):
