@@ -170,6 +170,7 @@ def _run(args: argparse.Namespace) -> int:
 
     from faceattr.config import load_config, parse_assignments
     from faceattr.train import fit
+    from faceattr.train.distributed import env_world
 
     overrides: dict[str, Any] = {key: getattr(args, dest) for dest, key in _FLAG_KEYS.items()}
     overrides.update(parse_assignments(args.set))
@@ -181,8 +182,14 @@ def _run(args: argparse.Namespace) -> int:
         saved = Path(args.out) / "config.toml"
         config = str(saved) if saved.is_file() else None
     cfg = load_config(config, overrides)
-    _check_out(Path(cfg.out), resume=args.resume, overwrite=args.overwrite)
+    # Under torchrun every rank runs this; rank 0 alone checks (and with --overwrite clears) the folder,
+    # and fit() holds the others back until it has.
+    main_rank = env_world().is_main
+    if main_rank:
+        _check_out(Path(cfg.out), resume=args.resume, overwrite=args.overwrite)
     out = fit(cfg, resume=args.resume)
+    if not main_rank:
+        return 0
     summary = json.loads((out / "summary.json").read_text())
     logging.getLogger("faceattr").info("run finished: %s", out)
     print(f"trained {summary['model']} on {len(summary.get('attributes', []))} attribute(s) in "

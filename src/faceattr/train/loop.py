@@ -19,7 +19,7 @@ import math
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,8 @@ from faceattr.checkpoint import load_tensors, read_metadata, save_checkpoint
 from faceattr.config import TrainConfig, config_from_dict, config_to_dict, save_config
 from faceattr.errors import FaceattrError
 from faceattr.runtime import predict_logits, resolve_device
+from faceattr.train import distributed
+from faceattr.train.distributed import World
 from faceattr.train.sources import AGE_MEAN, AGE_STD
 
 __all__ = ["fit", "train_one_epoch", "validate", "lr_factor", "prepare_run", "Run"]
@@ -103,6 +105,8 @@ class Run:
     val_sources: Any = None
     train_age: np.ndarray | None = None
     val_age: np.ndarray | None = None
+    world: World = field(default_factory=World)  # torchrun: this rank's place in the job; World() alone
+    ddp: Any = None  # torchrun: DistributedDataParallel for training steps; `model` stays what is saved
     compiled: Any = None  # torch.compile(model) for training steps (cfg.compile); `model` stays what is saved
 
     @property
@@ -280,12 +284,16 @@ def _prepare_multi(cfg: TrainConfig, device: torch.device, spec: Any, pre: Any) 
 
 
 def masked_losses(run: Run, logits: torch.Tensor, y: torch.Tensor, age: torch.Tensor | None,
-                  unknown: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                  unknown: torch.Tensor | None = None, *, across_ranks: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """(batch loss, per-row loss) with missing labels (NaN) masked out.
 
     The attribute part is the mean over attributes of each one's BCE over the rows that label it, so
     a source that labels one attribute (UTKFace: Male) weighs in that attribute as much as any other
     row does; age adds `age_weight` x smooth L1 of the standardised age over the rows that have one.
+
+    With `across_ranks` under torchrun, the rows that label each attribute (and have an age) are counted
+    over the whole global batch and the loss is scaled by the world size, so DDP's mean of the ranks'
+    gradients is the gradient of the global batch's loss, as in one process.
     """
     a = len(run.attributes)
     known = ~torch.isnan(y)
@@ -294,14 +302,20 @@ def masked_losses(run: Run, logits: torch.Tensor, y: torch.Tensor, age: torch.Te
     per = nn.functional.binary_cross_entropy_with_logits(logits[:, :a], torch.nan_to_num(y), pos_weight=run.pos_weight,
                                                          reduction="none") * known
     counts = known.sum(0)
-    loss = (per.sum(0) / counts.clamp(min=1)).sum() / a
+    has = ~torch.isnan(age) if run.has_age and age is not None else None
+    n_age = None if has is None else has.sum()
+    scale = 1
+    if across_ranks and run.world.distributed:
+        total = distributed.all_reduce_tensor_sum(counts if n_age is None else torch.cat([counts, n_age.view(1)]), run.world)
+        counts, n_age = total[:a], (None if n_age is None else total[a])
+        scale = run.world.world_size  # DDP averages the ranks' gradients
+    loss = (per.sum(0) / counts.clamp(min=1)).sum() / a * scale
     row = per.sum(1) / known.sum(1).clamp(min=1)
-    if run.has_age and age is not None:
-        has = ~torch.isnan(age)
+    if has is not None and n_age is not None:
         err = nn.functional.smooth_l1_loss(logits[:, a], (torch.nan_to_num(age) - AGE_MEAN) / AGE_STD, beta=0.1,
                                            reduction="none") * has
-        if bool(has.any()):
-            loss = loss + run.cfg.age_weight * err.sum() / has.sum()
+        if bool(n_age > 0):
+            loss = loss + run.cfg.age_weight * err.sum() / n_age * scale
         row = row + run.cfg.age_weight * err
     return loss, row
 
@@ -356,11 +370,49 @@ def _train_forward(run: Run) -> Any:
     Compiled once per run and kept on it; checkpoints keep saving `run.model` (same parameters,
     no `_orig_mod.` prefix).
     """
+    if run.ddp is not None:  # torchrun (torch.compile is not applied under DDP yet)
+        return run.ddp
     if not run.cfg.compile:
         return run.model
     if run.compiled is None:
         run.compiled = torch.compile(run.model)
     return run.compiled
+
+
+class _FromFeatures(nn.Module):
+    """The trainable rest of the forward pass from cached frozen-stage outputs, as a module DDP can wrap."""
+
+    def __init__(self, run: Run) -> None:
+        super().__init__()
+        self.model = run.model  # registered, so DDP finds the parameters
+        self.run = run
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        """Cached features -> logits."""
+        return _forward_from_features(self.run, f)
+
+
+def _features_forward(run: Run) -> Any:
+    """The training forward from cached features: through DDP under torchrun."""
+    if run.ddp is not None:
+        return run.ddp
+    return lambda t: _forward_from_features(run, t)
+
+
+def _wrap_for_ranks(run: Run) -> None:
+    """Under torchrun, put the training forward into DDP; again whenever the trainable parameters change."""
+    if run.world.distributed:
+        run.ddp = distributed.wrap(run.model if run.train_features is None else _FromFeatures(run), run.world, run.device)
+        if run.cfg.compile:
+            logger.warning("compile: not applied under torchrun yet; training without torch.compile")
+
+
+def _step_seed(run: Run, epoch: int, step: int, *extra: str) -> int:
+    """The seed of a step's random draws (augmentation, dropout); under torchrun each rank has its own,
+    so the ranks' rows, which are different images, don't all get the same flips and crops."""
+    if run.world.distributed:
+        return _seed_for(run.cfg.seed, epoch, step, *extra, "rank", run.world.rank)
+    return _seed_for(run.cfg.seed, epoch, step, *extra)
 
 
 def _forward_from_features(run: Run, f: torch.Tensor) -> torch.Tensor:
@@ -440,10 +492,12 @@ def _restore_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tens
 
 
 def _batches(n: int, batch_size: int, seed: int, epoch: int, start_step: int,
-             sources: Any = None) -> Iterator[tuple[int, np.ndarray]]:
+             sources: Any = None, world: World | None = None) -> Iterator[tuple[int, np.ndarray]]:
     """Yield (step_in_epoch, sorted indices) for one epoch's fixed permutation, from `start_step` on.
 
-    With several sources the epoch is drawn by their shares and balancing weights instead.
+    With several sources the epoch is drawn by their shares and balancing weights instead. Under
+    torchrun (`world`) each rank gets its slice of every global batch of `batch_size`, so steps count
+    global batches whatever the world size.
     """
     g = np.random.default_rng(_seed_for(seed, epoch))
     if sources is not None:
@@ -455,7 +509,8 @@ def _batches(n: int, batch_size: int, seed: int, epoch: int, start_step: int,
     steps = _steps_for(n, batch_size)
     for s in range(start_step, steps):
         # Sorted indices read the memory-mapped cache in file order; order within a batch is irrelevant.
-        yield s, np.sort(perm[s * batch_size : (s + 1) * batch_size])
+        batch = perm[s * batch_size : (s + 1) * batch_size]
+        yield s, np.sort(batch if world is None else distributed.shard(batch, world))
 
 
 def _steps_for(n: int, batch_size: int) -> int:
@@ -488,8 +543,12 @@ def validate(run: Run) -> dict[str, Any]:
     """Validation loss, mean accuracy at threshold 0.5, and per-attribute accuracy."""
     if run.val_images is None or run.val_labels is None:
         return {}
-    logits = predict_logits(run.model, run.val_images, _normalizer(run), batch_size=run.cfg.eval_batch_size,
-                            device=run.device)
+    images = run.val_images
+    if run.world.distributed:  # each rank predicts its share; every rank then scores all of them
+        start, stop = distributed.shard_range(len(images), run.world)
+        images = images[start:stop]
+    logits = predict_logits(run.model, images, _normalizer(run), batch_size=run.cfg.eval_batch_size, device=run.device)
+    logits = distributed.all_gather_rows(logits, run.world)
     lt = torch.from_numpy(logits).to(run.device)
     yt = torch.from_numpy(np.asarray(run.val_labels, dtype=np.float32)).to(run.device)
     if run.masked:
@@ -567,7 +626,7 @@ def train_one_epoch(
         bar = tqdm(total=steps, initial=start_step, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step",
                    leave=False, dynamic_ncols=True)
     try:
-        batches = _batches(len(run.train_labels), cfg.batch_size, cfg.seed, epoch, start_step, run.sources)
+        batches = _batches(len(run.train_labels), cfg.batch_size, cfg.seed, epoch, start_step, run.sources, run.world)
         if run.train_features is None:
             # The next step's uint8 rows are read from the cache (into pinned memory for CUDA) while this one trains.
             pin = device.type == "cuda"
@@ -582,7 +641,7 @@ def train_one_epoch(
                                steps_per_epoch=steps, cyclic_base=cfg.optim.cyclic_base_lr_mult)
             for g in opt.param_groups:
                 g["lr"] = g["initial_lr"] * factor
-            step_seed = _seed_for(cfg.seed, epoch, step)
+            step_seed = _step_seed(run, epoch, step)
             torch.manual_seed(step_seed)  # dropout draws: reproducible on resume
             gen = torch.Generator().manual_seed(step_seed)
             unknown: torch.Tensor | None = None  # labels an augmentation hid (context_swap)
@@ -593,12 +652,12 @@ def train_one_epoch(
                 view = torch.randint(0, run.train_features.shape[0], (len(idx),), generator=gen).numpy()
                 # float16 features go to the device as they are (half the bytes) and widen there (exact).
                 x = torch.from_numpy(run.train_features[view, idx]).to(device, non_blocking=True).float()
-                forward = lambda t: _forward_from_features(run, t)  # noqa: E731
+                forward = _features_forward(run)
             else:
                 # uint8 rows go to the device; swap, augmentation and normalisation run there, batched,
                 # with the random numbers drawn on this step's CPU generators (same draws on any device).
                 # context_swap has its own generator, so switching it on leaves every other draw alone.
-                swap_gen = (torch.Generator().manual_seed(_seed_for(cfg.seed, epoch, step, "context"))
+                swap_gen = (torch.Generator().manual_seed(_step_seed(run, epoch, step, "context"))
                             if cfg.augment.context_swap > 0.0 else None)
                 x, swapped = augment_on_device(rows, device, cfg.augment, run.preprocess, gen,
                                                labels=run.train_labels[idx], swap_generator=swap_gen, male=male_col)
@@ -615,7 +674,7 @@ def train_one_epoch(
             if n_src:
                 # One masked pass gives the batch loss and the per-row losses the log sums by source.
                 age = None if run.train_age is None else torch.from_numpy(run.train_age[idx]).to(device)
-                loss, row = masked_losses(run, logits, y, age, unknown)
+                loss, row = masked_losses(run, logits, y, age, unknown, across_ranks=True)
                 row_np = row.detach().cpu().numpy()
                 np.add.at(src_sum, run.sources.source[idx], row_np)
                 np.add.at(src_n, run.sources.source[idx], 1)
@@ -648,12 +707,19 @@ def train_one_epoch(
         if bar is not None:
             bar.close()
     ips = seen / max(1e-9, time.perf_counter() - t0)
+    mean_loss = float(np.mean(losses)) if losses else float("nan")
+    if run.world.distributed:
+        # Sums over ranks: images/s of the whole job, per-source losses and age errors over all rows;
+        # the mean of the ranks' step losses is the global batch's loss (equal slices).
+        red = distributed.all_reduce_sum(np.concatenate([[ips, mean_loss, age_err, age_n], src_sum, src_n]), run.world)
+        ips, mean_loss, age_err, age_n = float(red[0]), float(red[1]) / run.world.world_size, float(red[2]), int(red[3])
+        src_sum, src_n = red[4 : 4 + n_src], red[4 + n_src :]
     if n_src:
         run.last_source_losses = {f"train_loss_{name}": round(float(src_sum[i] / max(1.0, src_n[i])), 6)
                                   for i, name in enumerate(run.sources.names)}
         if age_n:
             run.last_source_losses["train_age_mae"] = round(age_err / age_n, 4)
-    return (float(np.mean(losses)) if losses else float("nan")), global_step, ips
+    return mean_loss, global_step, ips
 
 
 def _write_logs(out: Path, history: list[dict[str, Any]]) -> None:
@@ -715,7 +781,33 @@ def _check_resume_config(saved: TrainConfig, given: TrainConfig) -> TrainConfig:
 
 
 def fit(cfg: TrainConfig, *, resume: bool = False) -> Path:
-    """Train `cfg` into `cfg.out` (or continue it with `resume`); returns the run folder."""
+    """Train `cfg` into `cfg.out` (or continue it with `resume`); returns the run folder.
+
+    Under torchrun every rank calls this (see `faceattr.train.distributed`): `batch_size` is the global
+    batch, each rank trains on its slice of it in DistributedDataParallel, local rank 0 of each node
+    builds the caches while the others wait, and only rank 0 writes the run folder.
+    """
+    world, device = distributed.env_world(), None
+    if not world.distributed:
+        return _fit(cfg, resume, World(), None)
+    world, device = distributed.init_from_env(resolve_device(cfg.device))
+    pkg_log = logging.getLogger("faceattr")
+    log_level = pkg_log.level
+    if not world.is_main:
+        pkg_log.setLevel(logging.WARNING)  # one rank tells the story
+    try:
+        if cfg.batch_size % world.world_size:
+            raise FaceattrError(f"batch_size {cfg.batch_size} is the global batch and must divide evenly over the "
+                                f"{world.world_size} ranks (each takes batch_size / ranks images of it)")
+        distributed.barrier(world)  # before reading the folder: rank 0 may have been clearing it (--overwrite)
+        return _fit(cfg, resume, world, device)
+    finally:
+        pkg_log.setLevel(log_level)
+        distributed.shutdown(world)
+
+
+def _fit(cfg: TrainConfig, resume: bool, world: World, device: torch.device | None) -> Path:
+    """`fit` for one rank of `world` (World() for a single process, `device` None: the config's)."""
     out = Path(cfg.out)
     last = out / "last.safetensors"
     if resume:
@@ -725,13 +817,22 @@ def fit(cfg: TrainConfig, *, resume: bool = False) -> Path:
         cfg = _check_resume_config(saved_cfg, cfg)
     elif last.is_file() or (out / "best.safetensors").is_file():
         raise FaceattrError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.toml")
+    if world.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.toml")
 
     t_start = time.perf_counter()
     summary: dict[str, Any] = {"status": "running", "model": cfg.model.name}
     try:
-        run = prepare_run(cfg)
+        if world.distributed:
+            # Progress bars from rank 0 only; the device is the rank's own (cuda:LOCAL_RANK, made current).
+            assert device is not None
+            with distributed.local_main_first(world):
+                run = prepare_run(replace(cfg, progress=cfg.progress and world.is_main,
+                                          device="cuda" if device.type == "cuda" else cfg.device))
+            run.world, run.device = world, device
+        else:
+            run = prepare_run(cfg)
         summary.update(attributes=run.attributes)
         from faceattr.models import count_parameters
 
@@ -750,11 +851,15 @@ def fit(cfg: TrainConfig, *, resume: bool = False) -> Path:
         opt = _make_optimizer(run, frozen_phase)
         if resume and state.get("frozen_phase", False) == frozen_phase:
             _restore_optimizer(opt, load_tensors(last, "optim."), state["optimizer"])
+        _wrap_for_ranks(run)
 
         def save_last(ep: int, step_in_epoch: int, gstep: int) -> None:
+            distributed.average_buffers(run.model, world)  # every rank: the checkpoint holds all ranks' statistics
             # Buffers too: BatchNorm running stats overflow before the loss shows it.
             if not all(torch.isfinite(t).all() for t in run.model.state_dict().values() if t.is_floating_point()):
                 raise FaceattrError(f"weights became non-finite at epoch {ep + 1}; lower --lr; the last good checkpoint is kept in {out}")
+            if not world.is_main:
+                return
             tensors, rest = _optimizer_tensors(opt)
             meta = _meta(run, ep, gstep, run.history[-1] if run.history else {})
             meta["train_state"] = {"epoch": ep, "step_in_epoch": step_in_epoch, "global_step": gstep, "best": best,
@@ -771,6 +876,7 @@ def fit(cfg: TrainConfig, *, resume: bool = False) -> Path:
             if (epoch < cfg.model.freeze_epochs) != frozen_phase:
                 frozen_phase = not frozen_phase
                 opt = _make_optimizer(run, frozen_phase)
+                _wrap_for_ranks(run)
                 logger.info("epoch %d: backbone %s", epoch + 1, "frozen" if frozen_phase else "fine-tuning")
             t_ep = time.perf_counter()
             train_loss, global_step, ips = train_one_epoch(run, opt, epoch, start_step=start_step,
@@ -779,6 +885,7 @@ def fit(cfg: TrainConfig, *, resume: bool = False) -> Path:
                        "lr": opt.param_groups[-1]["lr"], "images_per_s": round(ips, 2),
                        "seconds": round(time.perf_counter() - t_ep, 2)}
             metrics.update(run.last_source_losses)
+            distributed.average_buffers(run.model, world)  # validate with the same statistics on every rank
             metrics.update(validate(run))
             run.history.append(metrics)
             score = _score(metrics)
@@ -787,9 +894,10 @@ def fit(cfg: TrainConfig, *, resume: bool = False) -> Path:
                 best = score
             epoch, start_step = epoch + 1, 0
             save_last(epoch, 0, global_step)
-            if improved:
-                save_checkpoint(out / "best.safetensors", run.model, _meta(run, epoch, global_step, metrics))
-            _write_logs(out, run.history)
+            if world.is_main:
+                if improved:
+                    save_checkpoint(out / "best.safetensors", run.model, _meta(run, epoch, global_step, metrics))
+                _write_logs(out, run.history)
             logger.info(
                 "epoch %d: train_loss %.4f val_loss %s val_mean_acc %s%s (%.0f img/s)", epoch, train_loss,
                 f"{metrics['val_loss']:.4f}" if "val_loss" in metrics else "-",
@@ -807,10 +915,15 @@ def fit(cfg: TrainConfig, *, resume: bool = False) -> Path:
             best_epoch=best_row.get("epoch"), best_val_loss=best_row.get("val_loss"),
             best_val_mean_accuracy=best_row.get("val_mean_accuracy"), epochs_done=epoch, steps=global_step, error=None,
         )
-        _write_json(out / "summary.json", summary)
+        if world.distributed:
+            summary["world_size"] = world.world_size
+        if world.is_main:
+            _write_json(out / "summary.json", summary)
+        distributed.barrier(world)  # every rank returns once the run folder is complete
         return out
     except BaseException as e:
         summary.update(status="failed" if not isinstance(e, KeyboardInterrupt) else "interrupted",
                        error=f"{type(e).__name__}: {e}")
-        _write_json(out / "summary.json", summary)
+        if world.is_main:
+            _write_json(out / "summary.json", summary)
         raise
