@@ -49,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         from faceattr.infer import export
 
         # No JSON beside it: default.json there is the checkpoint's own, and the .onnx carries its metadata.
-        path, diff = export(ckpt, onnx_path, sidecar_json=False)
+        # The shipped weights are fp16, so the export stores them in fp16 too (half the file, same outputs).
+        path, diff = export(ckpt, onnx_path, sidecar_json=False, half_weights=True)
         print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB, source sha256 {file_sha256(ckpt)[:12]}..., "
               f"max |logit difference| vs torch {diff:.2g})")
     return 1 if bad else 0

@@ -25,11 +25,10 @@ def main() -> None:
     out = save_checkpoint(shipped_models_dir() / f"{args.name}.safetensors", model, meta, half=True)
     print(f"{out} ({out.stat().st_size / 2**20:.1f} MiB)")
     # The .onnx beside it is what predict runs by default; an old one would be stale (and skipped).
-    from faceattr.infer import export
+    # Its weights are the fp16 checkpoint's, stored in fp16 there too: half the size, identical outputs.
+    from export_shipped_onnx import main as export_shipped
 
-    # Its weights are the fp16 checkpoint's, stored in fp16 too: half the size, identical outputs.
-    onnx_path, diff = export(out, out.with_suffix(".onnx"), sidecar_json=False, half_weights=True)
-    print(f"{onnx_path} ({onnx_path.stat().st_size / 2**20:.1f} MiB, max |logit difference| vs torch {diff:.2g})")
+    export_shipped([args.name])
 
 
 if __name__ == "__main__":
