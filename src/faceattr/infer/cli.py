@@ -40,7 +40,11 @@ def register(subparsers: Any) -> None:
     p.add_argument("--no-align", action="store_true", help="take each image as an already aligned 178x218 CelebA-style crop")
     p.add_argument("--save-crops", metavar="DIR", help="write each face's aligned 178x218 crop here")
     p.add_argument("--annotate", metavar="DIR", help="write a copy of each image with boxes, landmarks and attributes here")
-    p.add_argument("--batch-size", type=int, default=32, help="faces per classifier batch (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=8,
+                   help="faces per classifier batch, gathered across photos (default: %(default)s)")
+    p.add_argument("--prefetch", type=int, default=32, metavar="N",
+                   help="photos read, detected and aligned on background threads while the classifier runs; "
+                   "0 does one thing at a time (default: %(default)s)")
     p.set_defaults(func=_predict)
 
     x = subparsers.add_parser(
@@ -193,8 +197,37 @@ class _NoBar:
         """Close nothing."""
 
 
+def _prefetch_workers() -> int:
+    """Threads that decode, detect and align for `predict`: half the cores (the classifier has the
+    rest), at least 1 and at most 4."""
+    import os
+
+    return max(1, min(4, (os.cpu_count() or 2) // 2))
+
+
+class _JsonListWriter:
+    """Writes a JSON list one item at a time, byte for byte what `json.dump(items, f, indent=2)` and a
+    newline would write once all were collected, so a folder's results are never all held in memory."""
+
+    def __init__(self, stream: Any) -> None:
+        """Write to `stream` (a text file)."""
+        self.stream = stream
+        self.count = 0
+
+    def add(self, item: Any) -> None:
+        """Write one item of the list."""
+        import json
+
+        text = json.dumps(item, indent=2).replace("\n", "\n  ")  # json escapes newlines inside strings
+        self.stream.write(("[\n  " if self.count == 0 else ",\n  ") + text)
+        self.count += 1
+
+    def close(self) -> None:
+        """End the list (an empty one is `[]`) and the line."""
+        self.stream.write("\n]\n" if self.count else "[]\n")
+
+
 def _predict(args: argparse.Namespace) -> int:
-    import json
     import sys
     from pathlib import Path
 
@@ -209,6 +242,8 @@ def _predict(args: argparse.Namespace) -> int:
         raise FaceattrError(f"--max-faces must be at least 1, got {args.max_faces}")
     if args.batch_size < 1:
         raise FaceattrError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.prefetch < 0:
+        raise FaceattrError(f"--prefetch must be 0 or more, got {args.prefetch}")
     paths, input_errors = expand_inputs(args.inputs)
     for msg in input_errors:
         print(f"faceattr: {msg}", file=sys.stderr)
@@ -235,7 +270,7 @@ def _predict(args: argparse.Namespace) -> int:
 
         bar = tqdm(total=len(paths), unit="img", file=sys.stderr, disable=None, leave=False)
     failed = 0
-    out: list[dict[str, Any]] = []
+    json_out = _JsonListWriter(sys.stdout) if args.json else None
     try:
         results = model.predict_many(
             paths,
@@ -244,6 +279,8 @@ def _predict(args: argparse.Namespace) -> int:
             align=not args.no_align,
             max_faces=args.max_faces,
             min_face=args.min_face,
+            prefetch=args.prefetch if len(paths) > 1 else 0,
+            workers=_prefetch_workers(),
         )
         for res in results:
             bar.update(1)
@@ -251,8 +288,8 @@ def _predict(args: argparse.Namespace) -> int:
                 failed += 1
                 bar.clear()
                 print(f"faceattr: {res.error}", file=sys.stderr)
-                if args.json:
-                    out.append(res.to_dict())
+                if json_out is not None:
+                    json_out.add(res.to_dict())
                 continue
             stem = Path(res.image).stem
             if crops_dir is not None:
@@ -261,8 +298,8 @@ def _predict(args: argparse.Namespace) -> int:
                         f.crop.save(_unique(crops_dir, f"{stem}_face{k}", ".png", used_crop))
             if annotate_dir is not None:
                 _annotate(res.image, res.faces, _unique(annotate_dir, f"{stem}_annotated", ".jpg", used_annot))
-            if args.json:
-                out.append(res.to_dict())
+            if json_out is not None:
+                json_out.add(res.to_dict())
                 if not res.faces:
                     bar.clear()
                     print(f"faceattr: {res.image}: no face found (try --no-detect)", file=sys.stderr)
@@ -271,9 +308,8 @@ def _predict(args: argparse.Namespace) -> int:
                 _print_human(res, threshold_of, args.min_face)
     finally:
         bar.close()
-    if args.json:
-        json.dump(out, sys.stdout, indent=2)
-        sys.stdout.write("\n")
+    if json_out is not None:
+        json_out.close()
     sys.stdout.flush()
     return 1 if failed or input_errors else 0
 
