@@ -9,8 +9,12 @@ AdamW steps. The tolerance below (1e-5 on weights, 1e-5 relative on losses) leav
 rounding to grow over a few more steps and still catches a real sharding error (a wrong or doubled
 slice moves the weights by 1e-3 or more after one step at this learning rate).
 
-Each torchrun launch starts two fresh Python processes (a few seconds of imports each), so the file
-keeps to three launches.
+Each torchrun launch starts two fresh Python processes (a few seconds of imports each), so the default
+run keeps to three launches: about 50 s of CPU time in all (measured; its wall time could only be taken
+on a machine busy with a training run). The three slow tests cover the other training features
+(sources with masked losses, freeze-then-fine-tune, distillation, balance, cache_frozen, a BatchNorm
+model) with one launch each. The subprocess timeout is generous because on a loaded machine two
+interpreters importing torch at low priority took minutes.
 """
 
 from __future__ import annotations
@@ -95,7 +99,7 @@ def _torchrun(tmp: Path, cfg: TrainConfig, *, resume: bool = False, kill_rank: i
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
            str(script), str(kill_rank), str(n), "--config", str(config), "--out", cfg.out,
            *(["--resume"] if resume else [])]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
 
 
 def _history(out: Path) -> list[dict]:
