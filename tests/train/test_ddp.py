@@ -244,3 +244,22 @@ def test_batchnorm_dropout_and_augmentation_train_on_two_ranks(tiny_cfg: TrainCo
     weights = load_tensors(tmp_path / "bn" / "last.safetensors", "model.")
     assert all(np.isfinite(t.float().numpy()).all() for t in weights.values())
     assert 0.0 < summary["best_val_loss"] < 1.0
+
+
+def test_only_rank_zero_checks_the_out_folder_and_reports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    import faceattr.train
+    from faceattr.cli import main
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.toml").write_text("")  # a run's file: rank 0 refuses the folder without --resume/--overwrite
+    trained: list[str] = []
+    monkeypatch.setattr(faceattr.train, "fit", lambda cfg, resume=False: trained.append(cfg.out) or Path(cfg.out))
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    assert main(["train", "--data-root", str(tmp_path), "--out", str(out)]) == 0  # rank 1 trains, says nothing
+    assert trained == [str(out)] and capsys.readouterr().out == ""
+    monkeypatch.setenv("RANK", "0")
+    assert main(["train", "--data-root", str(tmp_path), "--out", str(out)]) == 2
+    assert trained == [str(out)] and "already holds a run" in capsys.readouterr().err

@@ -790,12 +790,12 @@ def fit(cfg: TrainConfig, *, resume: bool = False) -> Path:
     world, device = distributed.env_world(), None
     if not world.distributed:
         return _fit(cfg, resume, World(), None)
-    world, device = distributed.init_from_env(resolve_device(cfg.device))
     pkg_log = logging.getLogger("faceattr")
     log_level = pkg_log.level
     if not world.is_main:
         pkg_log.setLevel(logging.WARNING)  # one rank tells the story
     try:
+        world, device = distributed.init_from_env(resolve_device(cfg.device))
         if cfg.batch_size % world.world_size:
             raise FaceattrError(f"batch_size {cfg.batch_size} is the global batch and must divide evenly over the "
                                 f"{world.world_size} ranks (each takes batch_size / ranks images of it)")
