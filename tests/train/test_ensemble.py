@@ -157,6 +157,15 @@ def test_weights_name_real_outputs_and_one_share_per_member(members: tuple[Path,
     assert "OUTPUT=W1,W2" in capsys.readouterr().err
 
 
+def test_star_weighs_every_output_not_named_on_its_own(members: tuple[Path, Path], tmp_path: Path) -> None:
+    out = tmp_path / "star.safetensors"
+    assert main(["-q", "ensemble", *map(str, members), "--out", str(out), "--weight", "*=1,0", "--weight", "Male=1,3"]) == 0
+    first, second = read_metadata(out)["model"]["output_weights"]
+    male = ATTRS.index("Male")
+    assert (first[male], second[male]) == (0.25, 0.75)
+    assert all((first[j], second[j]) == (1.0, 0.0) for j in range(len(ATTRS)) if j != male)
+
+
 def test_evaluate_calibrates_an_ensemble_and_predict_uses_its_thresholds(ensemble: Path, celeba_root: Path,
                                                                           tmp_path: Path) -> None:
     from faceattr.evaluate import EvalConfig, evaluate_model

@@ -107,7 +107,8 @@ def register(sub: Any) -> None:
     e.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     e.add_argument("--weight", action="append", default=[], metavar="OUTPUT=W1,W2,...",
                    help="weigh one output's logits per member, e.g. --weight Male=1,1,2 --weight age=0,0,1 "
-                   "(repeatable; other outputs are averaged equally)")
+                   "(repeatable; other outputs are averaged equally; '*=W1,W2,...' weighs every output not named "
+                   "on its own)")
     e.set_defaults(func=_run_ensemble)
 
 

@@ -77,8 +77,14 @@ def split_ensemble(checkpoint: str | Path, out_dir: str | Path) -> list[Path]:
 
 
 def _weight_matrix(outputs: Sequence[str], n_members: int, given: Mapping[str, Sequence[float]]) -> list[list[float]]:
-    """Rows per member, columns per output: equal shares, except the outputs in `given` (normalised to sum 1)."""
+    """Rows per member, columns per output: equal shares, except the outputs in `given` (normalised to sum 1).
+
+    The name "*" stands for every output not named on its own, e.g. {"*": [1, 1, 0], "age": [0, 1, 3]}.
+    """
     rows = [[1.0 / n_members] * len(outputs) for _ in range(n_members)]
+    named = [n for n in given if n != "*"]
+    if "*" in given:
+        given = {**{o: given["*"] for o in outputs if o not in named}, **{n: given[n] for n in named}}
     for name, weights in given.items():
         if name not in outputs:
             raise FaceattrError(f"--weight names '{name}', which the members do not predict{did_you_mean(name, outputs)}")
@@ -107,7 +113,8 @@ def make_ensemble(checkpoints: Sequence[str | Path], out: str | Path, *, half: b
     """Write one checkpoint averaging the logits of `checkpoints` (run folders, files or shipped names).
 
     `output_weights` maps an output (an attribute, or "age") to one weight per member: that output's
-    logits are averaged with those weights (normalised), the other outputs equally.
+    logits are averaged with those weights (normalised), the other outputs equally ("*": every output
+    not named on its own).
     """
     if len(checkpoints) < 2:
         raise FaceattrError(f"an ensemble needs at least 2 checkpoints, got {len(checkpoints)}")
