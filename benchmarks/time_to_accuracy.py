@@ -266,6 +266,10 @@ def _fmt_min(s: float | None) -> str:
     return "not reached" if s is None else f"{s / 60:.2f}"
 
 
+def _minutes(s: float | None) -> str:
+    return "not reached" if s is None else f"{s / 60:.2f} min"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data-root", default="../shared/celeba")
@@ -325,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 verdict = "PASS" if f <= p / 2 else "FAIL"
             ratio = "" if p is None or f is None else f", {f / p:.2f} x plain's time (target <= 0.50)"
-            print(f"{verdict}  {mark:.0%}: faceattr {_fmt_min(f)} min, plain {_fmt_min(p)} min{ratio}")
+            print(f"{verdict}  {mark:.0%}: faceattr {_minutes(f)}, plain {_minutes(p)}{ratio}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2), encoding="utf-8")
     return 0
