@@ -261,13 +261,7 @@ def gpu_grid(args: argparse.Namespace, device: torch.device) -> int:
                 gen = torch.Generator().manual_seed(_seed_for(0, 0, s))
                 x, _ = augment_on_device(rows_u8, device, cfg.augment, run.preprocess, gen)
                 y = labels[idx].to(device, non_blocking=True)
-                x = x.contiguous(memory_format=torch.channels_last)
-                with torch.autocast("cuda", dtype=torch.bfloat16):
-                    logits = forward(x).float()
-                loss = crit(logits, y)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+                _gpu_step(forward, opt, crit, x, y)
 
             ours, ours_util = _timed(faceattr_step, args.warmup, args.steps, batch, device)
             stream.close()
