@@ -183,6 +183,11 @@ class TrainConfig:
     # Weight of the age loss (smooth L1 on age standardised to mean 35, std 20 years) against the
     # attribute loss (the mean over attributes of each one's BCE); only used when a source labels age.
     age_weight: float = 0.1
+    # Weight of each named attribute's term in the attribute loss, which becomes a weighted mean over
+    # attributes (unnamed ones weigh 1). Why: with 40 attributes, a source that labels only Male
+    # (UTKFace) drives 1/40 of the loss; {Male = 20} lets a gender-and-age member learn gender as a
+    # UTKFace-only specialist would while the other outputs still train.
+    attribute_weights: dict[str, float] = field(default_factory=dict)
     epochs: int = 5
     max_steps: int = 0  # 0: run every epoch to the end; N: stop after N optimiser steps
     batch_size: int = 64
@@ -213,6 +218,16 @@ def _check_type(value: Any, tp: Any, where: str) -> Any:
             except FaceattrError:
                 continue
         raise FaceattrError(f"config {where}: {value!r} is not a {tp}")
+    if origin is dict:
+        key_tp, value_tp = typing.get_args(tp) or (str, Any)
+        if isinstance(value, str):  # from --set: "Male:20 Smiling:2" (or commas)
+            pairs = [v for v in value.replace(",", " ").split() if v]
+            if not all(":" in v for v in pairs):
+                raise FaceattrError(f"config {where}: expected NAME:VALUE pairs, got {value!r}")
+            value = dict(v.split(":", 1) for v in pairs)
+        if not isinstance(value, dict):
+            raise FaceattrError(f"config {where}: expected a table, got {value!r}")
+        return {_check_type(k, key_tp, where): _check_type(v, value_tp, f"{where}.{k}") for k, v in value.items()}
     if origin is list:
         (inner,) = typing.get_args(tp) or (Any,)
         if isinstance(value, str):

@@ -319,3 +319,27 @@ def test_split_ensemble_gives_members_whose_mean_is_the_ensemble(tmp_path: Path)
     assert read_metadata(paths[1])["split_from"]["member"] == 1
     with pytest.raises(FaceattrError, match="not an ensemble"):
         split_ensemble(paths[0], tmp_path / "again")
+
+
+def test_views_are_shared_between_members_and_cut_to_the_band_they_read() -> None:
+    import torch
+
+    from faceattr.models.ensemble import FULL_FRAME, EnsembleNet, resize_matrix
+
+    class Probe(torch.nn.Module):  # returns its input, flattened: what the member was shown
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.flatten(1)
+
+    views = [{"size": [40, 32], "crop": None}, {"size": [24, 24], "crop": [41, 84, 141, 184]},
+             {"size": [40, 32], "crop": None}]
+    net = EnsembleNet([Probe(), Probe(), Probe()], [[0.0] * 3] * 3, [[1.0] * 3] * 3, views=views)
+    assert net.view_of == [0, 1, 0] and len(net._bands) == 2  # two members, one resize
+    ya, yb, xa, xb = net._bands[1]
+    assert 80 <= ya <= 84 and 184 <= yb <= 188 and 37 <= xa <= 41 and 141 <= xb <= 145  # the crop and its filter's reach
+    x = torch.rand(2, 3, *FULL_FRAME, generator=torch.Generator().manual_seed(0))
+    h, w = FULL_FRAME
+    for i, view in enumerate(views):
+        x0, y0, x1, y1 = view["crop"] or (0, 0, w, h)
+        full = resize_matrix(h, view["size"][0], y0, y1) @ x @ resize_matrix(w, view["size"][1], x0, x1).T
+        single = EnsembleNet([Probe(), Probe()], [[0.0] * 3] * 2, [[1.0] * 3] * 2, views=[view, view])
+        torch.testing.assert_close(single(x), full.flatten(1), atol=1e-5, rtol=1e-5)

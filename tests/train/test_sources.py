@@ -161,3 +161,51 @@ def test_bad_sources_get_one_line_errors(multi_cfg: TrainConfig, tmp_path: Path)
         prepare_run(with_sources(replace(multi_cfg.data.sources[1], weight=0.0)))
     with pytest.raises(FaceattrError, match="use loss 'bce'"):
         prepare_run(replace(multi_cfg, loss="ce"))
+
+
+def test_attribute_weights_make_the_loss_a_weighted_mean_over_attributes(multi_cfg: TrainConfig) -> None:
+    from faceattr.data.transforms import normalize_batch
+    from faceattr.train.loop import _train_loss, prepare_run
+
+    cfg = replace(multi_cfg, model=replace(multi_cfg.model, dropout=0.0), age_weight=0.0,
+                  attribute_weights={"Male": 4.0, "Young": 0.0})
+    run = prepare_run(cfg)
+    src = run.sources.source
+    # Half CelebA rows (all four attributes), half UTKFace rows (Male only).
+    idx = np.sort(np.r_[np.flatnonzero(src == 0)[:8], np.flatnonzero(src == 1)[:8]])
+    x = torch.from_numpy(np.asarray(run.train_images[idx])).permute(0, 3, 1, 2)
+    with torch.no_grad():
+        logits = run.model(normalize_batch(x, run.preprocess))
+    y = torch.from_numpy(run.train_labels[idx])
+    loss = float(_train_loss(run, logits, y, idx))
+    # By hand: each attribute's BCE over the rows that label it, then the weighted mean (Male 4, Young 0).
+    w = {"Male": 4.0, "Smiling": 1.0, "Eyeglasses": 1.0, "Young": 0.0}
+    terms = {}
+    for j, name in enumerate(run.attributes):
+        known = ~torch.isnan(y[:, j])
+        terms[name] = float(torch.nn.functional.binary_cross_entropy_with_logits(logits[known, j], y[known, j]))
+    assert int((~torch.isnan(y[:, run.attributes.index("Male")])).sum()) == 16
+    assert int((~torch.isnan(y[:, run.attributes.index("Smiling")])).sum()) == 8
+    expected = sum(w[a] * terms[a] for a in terms) / sum(w.values())
+    assert loss == pytest.approx(expected, rel=1e-5)
+    # Young weighs 0: it gets no gradient, though its labels are there.
+    run.model.zero_grad()
+    _train_loss(run, run.model(normalize_batch(x, run.preprocess)), y, idx).backward()
+    g = run.model.head[-1].weight.grad
+    assert torch.count_nonzero(g[run.attributes.index("Young")]) == 0
+    assert torch.count_nonzero(g[run.attributes.index("Smiling")]) > 0
+
+
+def test_attribute_weights_from_the_command_line_and_bad_names(multi_cfg: TrainConfig) -> None:
+    from faceattr.train.loop import prepare_run
+
+    cfg = load_config(None, {"attribute_weights": "Male:40, Smiling:2"})
+    assert cfg.attribute_weights == {"Male": 40.0, "Smiling": 2.0}
+    with pytest.raises(FaceattrError, match="NAME:VALUE"):
+        load_config(None, {"attribute_weights": "Male=40"})
+    with pytest.raises(FaceattrError, match="expected a finite number"):
+        load_config(None, {"attribute_weights": {"Male": "lots"}})
+    with pytest.raises(FaceattrError, match="'Smilng', which this run does not train.*Smiling"):
+        prepare_run(replace(multi_cfg, attribute_weights={"Smilng": 2.0}))
+    with pytest.raises(FaceattrError, match="must be >= 0"):
+        prepare_run(replace(multi_cfg, attribute_weights={"Male": -1.0}))

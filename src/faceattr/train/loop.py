@@ -29,7 +29,7 @@ from torch import nn
 
 from faceattr.checkpoint import load_tensors, read_metadata, save_checkpoint
 from faceattr.config import TrainConfig, config_from_dict, config_to_dict, save_config
-from faceattr.errors import FaceattrError
+from faceattr.errors import FaceattrError, did_you_mean
 from faceattr.runtime import predict_logits, resolve_device
 from faceattr.train import distributed
 from faceattr.train.distributed import World
@@ -99,6 +99,7 @@ class Run:
     train_targets: np.ndarray | None = None  # float32 [N, A] soft targets (distillation); None: the labels
     balance_column: int = -1  # attribute whose loss term is group-balanced (balance.attribute)
     balance_weights: np.ndarray | None = None  # float32 [N] weights of that term, mean 1
+    attribute_weight: torch.Tensor | None = None  # float32 [A] (cfg.attribute_weights); None: all 1
     # Multi-source runs (data.sources): labels hold NaN where a row's source does not label the
     # attribute; age (years, NaN = unknown) feeds one more output after the attributes.
     sources: Any = None  # train SourceData (faceattr.train.sources), None for a single CelebA folder
@@ -118,6 +119,23 @@ class Run:
     def has_age(self) -> bool:
         """True when the model has an age output (the last one)."""
         return self.train_age is not None
+
+
+def _attribute_weight(cfg: TrainConfig, attributes: list[str], device: torch.device) -> torch.Tensor | None:
+    """cfg.attribute_weights as a per-output tensor [A] (1 where not named), or None when none is set."""
+    if not cfg.attribute_weights:
+        return None
+    unknown = [a for a in cfg.attribute_weights if a not in attributes]
+    if unknown:
+        raise FaceattrError(f"attribute_weights names {unknown[0]!r}, which this run does not train"
+                            f"{did_you_mean(unknown[0], attributes)}; name attributes from its list")
+    bad = {a: w for a, w in cfg.attribute_weights.items() if w < 0}
+    if bad:
+        raise FaceattrError(f"attribute_weights must be >= 0, got {bad}; use 0 to leave an attribute out of the loss")
+    w = torch.tensor([cfg.attribute_weights.get(a, 1.0) for a in attributes], dtype=torch.float32)
+    if float(w.sum()) <= 0:
+        raise FaceattrError("attribute_weights leaves every attribute at weight 0; nothing would train")
+    return w.to(device)
 
 
 def _build_criterion(cfg: TrainConfig, labels: np.ndarray, device: torch.device) -> tuple[nn.Module, torch.Tensor | None]:
@@ -196,6 +214,8 @@ def prepare_run(cfg: TrainConfig) -> Run:
     attributes = list(train_split.attributes)
     if cfg.loss == "ce" and len(attributes) != 1:
         raise FaceattrError(f"loss 'ce' (two-class softmax) trains one attribute; got {len(attributes)}: pass exactly one with --attributes")
+    if cfg.loss == "ce" and cfg.attribute_weights:
+        raise FaceattrError("attribute_weights weighs the terms of a multi-label loss; loss 'ce' trains one attribute, so leave it empty")
     # Refused before the images are decoded: both need a multi-label (BCE) loss.
     if cfg.distill.teachers and cfg.loss == "ce":
         raise FaceattrError("distillation trains towards teacher probabilities with BCE; use loss 'bce' or 'bce_weighted', not 'ce'")
@@ -243,7 +263,8 @@ def prepare_run(cfg: TrainConfig) -> Run:
     run = Run(cfg=cfg, out=Path(cfg.out), device=device, model=model, attributes=attributes, output=output,
               preprocess=pre, train_images=train_images, train_labels=train_labels, val_images=val_images,
               val_labels=val_labels, criterion=criterion, pos_weight=pos_weight, train_targets=train_targets,
-              balance_column=balance_column, balance_weights=balance_weights)
+              balance_column=balance_column, balance_weights=balance_weights,
+              attribute_weight=None if output == "softmax" else _attribute_weight(cfg, attributes, device))
     if cfg.model.cache_frozen:
         _cache_frozen_features(run)
     return run
@@ -277,7 +298,7 @@ def _prepare_multi(cfg: TrainConfig, device: torch.device, spec: Any, pre: Any) 
               preprocess=pre, train_images=train.images, train_labels=train.labels,  # type: ignore[arg-type]
               val_images=None if val is None else val.images, val_labels=None if val is None else val.labels,  # type: ignore[arg-type]
               criterion=criterion, pos_weight=pos_weight, sources=train, val_sources=val, train_age=train.age,
-              val_age=None if val is None else val.age)
+              val_age=None if val is None else val.age, attribute_weight=_attribute_weight(cfg, list(attributes), device))
     if cfg.model.cache_frozen:
         _cache_frozen_features(run)
     return run
@@ -309,8 +330,13 @@ def masked_losses(run: Run, logits: torch.Tensor, y: torch.Tensor, age: torch.Te
         total = distributed.all_reduce_tensor_sum(counts if n_age is None else torch.cat([counts, n_age.view(1)]), run.world)
         counts, n_age = total[:a], (None if n_age is None else total[a])
         scale = run.world.world_size  # DDP averages the ranks' gradients
-    loss = (per.sum(0) / counts.clamp(min=1)).sum() / a * scale
-    row = per.sum(1) / known.sum(1).clamp(min=1)
+    w = run.attribute_weight
+    if w is None:
+        loss = (per.sum(0) / counts.clamp(min=1)).sum() / a * scale
+        row = per.sum(1) / known.sum(1).clamp(min=1)
+    else:  # a weighted mean over attributes (cfg.attribute_weights)
+        loss = (per.sum(0) / counts.clamp(min=1) * w).sum() / w.sum() * scale
+        row = (per * w).sum(1) / (known * w).sum(1).clamp(min=1e-6)
     if has is not None and n_age is not None:
         err = nn.functional.smooth_l1_loss(logits[:, a], (torch.nan_to_num(age) - AGE_MEAN) / AGE_STD, beta=0.1,
                                            reduction="none") * has
@@ -432,7 +458,7 @@ def _train_loss(run: Run, logits: torch.Tensor, y: torch.Tensor, idx: np.ndarray
     if run.masked:
         age = None if run.train_age is None else torch.from_numpy(run.train_age[idx]).to(logits.device)
         return masked_losses(run, logits, y, age, unknown)[0]
-    if run.balance_weights is None and unknown is None:
+    if run.balance_weights is None and unknown is None and run.attribute_weight is None:
         return run.criterion(logits, y)
     per = nn.functional.binary_cross_entropy_with_logits(logits, y, pos_weight=run.pos_weight, reduction="none")
     w = torch.ones_like(per)
@@ -440,6 +466,8 @@ def _train_loss(run: Run, logits: torch.Tensor, y: torch.Tensor, idx: np.ndarray
         w[:, run.balance_column] = torch.from_numpy(run.balance_weights[idx]).to(per.device)
     if unknown is not None:
         w = w * (~unknown).to(per.device, per.dtype)
+    if run.attribute_weight is not None:  # a weighted mean over attributes: the mean when all are 1
+        return (per * w * run.attribute_weight).sum() / (per.shape[0] * run.attribute_weight.sum())
     return (per * w).mean()
 
 
