@@ -236,3 +236,21 @@ def test_context_swap_reaches_training_and_hides_the_band_labels(tiny_cfg: Train
     with pytest.raises(FaceattrError, match="context_swap"):
         fit(replace(base, loss="ce", data=replace(base.data, attributes=["Wearing_Necktie"]),
                     augment=replace(base.augment, context_swap=0.5), out=str(Path(tiny_cfg.out) / "ce")))
+
+
+def test_attribute_weights_weigh_terms_of_a_single_folder_run_too(tiny_cfg: TrainConfig) -> None:
+    import torch
+
+    from faceattr.data.transforms import normalize_batch
+    from faceattr.train.loop import _train_loss, prepare_run
+
+    run = prepare_run(replace(tiny_cfg, attribute_weights={"Male": 3.0}, model=replace(tiny_cfg.model, dropout=0.0)))
+    idx = np.arange(16)
+    x = torch.from_numpy(np.asarray(run.train_images[idx])).permute(0, 3, 1, 2)
+    y = torch.from_numpy(np.asarray(run.train_labels[idx], dtype=np.float32))
+    with torch.no_grad():
+        logits = run.model(normalize_batch(x, run.preprocess))
+    per = torch.nn.functional.binary_cross_entropy_with_logits(logits, y, reduction="none").mean(0)
+    w = torch.tensor([3.0 if a == "Male" else 1.0 for a in run.attributes])
+    assert float(_train_loss(run, logits, y, idx)) == pytest.approx(float((per * w).sum() / w.sum()), rel=1e-5)
+    assert float((per * w).sum() / w.sum()) != pytest.approx(float(per.mean()), rel=1e-3)  # the weights changed it
