@@ -55,28 +55,27 @@ done
 # CelebA + UTKFace (configs/utk/*.toml: masked labels, an age output, race- and age-balanced sampling).
 "$BIN/python" scripts/split_ensemble.py runs/default_ensemble/best.safetensors --out runs/shipped_members
 utk=()
-# Members 1 and 2 are the refined ones; members 3 and 4 are trained from ImageNet weights on both sources,
-# for 3 epochs (mobilenet_v2_scratch_utk.toml, about 60 min here) and 5 epochs with more UTKFace, a larger age
-# loss and more grayscale (mobilenet_v2_scratch5_utk.toml, about 86 min). Members 1, 2 and 4 alone read Male
-# off clothing (0.82 points lost with the collars of the other sex pasted in); member 3 outvotes that.
-# EfficientNet-Lite0's refinement (efficientnet_lite0_erase_utk.toml) did not finish in the session that
-# shipped this model, and the member that sees the face alone (mobilenet_v2_face_utk.toml) added 0.05 years
-# of age accuracy on valid at a further network's cost: neither is in the shipped default.
-for config in configs/utk/mobilenet_v2_utk.toml configs/utk/mobilenet_v2_cached_utk.toml configs/utk/mobilenet_v2_scratch_utk.toml configs/utk/mobilenet_v2_scratch5_utk.toml; do
+# Members 1 and 2 are the refined ones; member 3 is trained on both sources from ImageNet weights for 5 epochs
+# (mobilenet_v2_scratch5_utk.toml, about 86 min here). Member 4 sees only the face (the box of the frame where a
+# UTKFace chip lands, at 96x96) and learns gender and age as a UTKFace specialist does: Male weighs 40 in the
+# attribute loss and UTKFace is three quarters of each epoch (mobilenet_v2_face_gender.toml, 32 min).
+# The default before it had, in member 4's place, the member-3 recipe at 3 epochs (mobilenet_v2_scratch_utk.toml);
+# the face member replaced it (UTKFace valid adults 0.967 -> 0.975, test 0.953 -> 0.968).
+for config in configs/utk/mobilenet_v2_utk.toml configs/utk/mobilenet_v2_cached_utk.toml configs/utk/mobilenet_v2_scratch5_utk.toml configs/utk/mobilenet_v2_face_gender.toml; do
   train "$config"
   utk+=("$out")
 done
-# Male is the plain mean of the four; age is read 1/6, 2/6, 3/6 from members 2-4 (5.30 years on UTKFace valid
-# against 5.46 with equal weights); CelebA's 39 other attributes leave member 3 out (better on the official
-# CelebA valid split). Male's threshold is 0.6 (women and men about as often wrong on UTKFace valid adults).
-# All chosen on valid splits (scripts/choose_output_weights.py) before the test split was scored.
-"$BIN/faceattr" ensemble "${utk[@]}" --half --weight '*=1,1,0,1' --weight Male=1,1,1,1 --weight age=0,1,2,3 \
-  --out runs/utk_ensemble6/best.safetensors --overwrite
+# Male is read half from member 4 and a sixth from each of the others; age 1/6, 2/6, 3/6 from members 2-4;
+# CelebA's 39 other attributes are the mean of members 1-3 (member 4 in them lowered balanced accuracy on the
+# official CelebA valid split, 0.7956 -> 0.7870). Male's threshold is 0.55 (women and men about as often wrong
+# on UTKFace valid adults, CelebA holdout Male held). All chosen on valid splits before the test split was scored.
+"$BIN/faceattr" ensemble "${utk[@]}" --half --weight '*=1,1,1,0' --weight Male=1,1,1,3 --weight age=0,1,2,3 \
+  --out runs/utk_ensemble7/best.safetensors --overwrite
 "$BIN/python" - <<'PY'
 from faceattr.checkpoint import read_metadata, update_metadata
-p = "runs/utk_ensemble6/best.safetensors"
-th = [0.6 if a == "Male" else 0.5 for a in read_metadata(p)["attributes"]]
+p = "runs/utk_ensemble7/best.safetensors"
+th = [0.55 if a == "Male" else 0.5 for a in read_metadata(p)["attributes"]]
 update_metadata(p, {"thresholds": th, "calibration": {"objective": "balanced_accuracy", "split": "holdout", "n_images": 4218,
-    "note": "Male only (0.6; others 0.5), chosen on UTKFace valid and the CelebA holdout"}})
+    "note": "Male only (0.55; others 0.5), chosen on UTKFace valid and the CelebA holdout"}})
 PY
-"$BIN/python" scripts/ship_model.py runs/utk_ensemble6/best.safetensors --name default
+"$BIN/python" scripts/ship_model.py runs/utk_ensemble7/best.safetensors --name default
