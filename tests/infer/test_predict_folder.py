@@ -64,7 +64,16 @@ def test_batched_across_photos_on_threads_equals_one_photo_at_a_time(default_mod
     for p in shuffled:
         (single,) = default_model.predict_many([p], batch_size=1)
         one_by_one.append(single)
-    batched = list(default_model.predict_many(shuffled, batch_size=5, prefetch=4, workers=2))
+    # One photo at a time ran with ONNX Runtime's threads spinning (load()'s default, for latency); the
+    # pipeline turns spinning off while it runs (the decode threads need the cores) and back on after.
+    backend = default_model.backend
+    assert getattr(backend, "spin", True) is True
+    batched, spin_during = [], []
+    for r in default_model.predict_many(shuffled, batch_size=5, prefetch=4, workers=2):
+        batched.append(r)
+        spin_during.append(getattr(backend, "spin", False))
+    assert not any(spin_during)
+    assert getattr(backend, "spin", True) is True
     assert [r.image for r in batched] == [str(p) for p in shuffled]
     # Batches of 5 faces cut across photos: several photos share one classifier call.
     assert sum(len(r.faces) for r in batched) >= 14

@@ -286,25 +286,27 @@ def test_threads_cap_reaches_an_onnx_runtime_backend_and_is_restored(dataset: tu
 
     class Backend:
         def __init__(self) -> None:
-            self.threads, self.calls = 0, []
+            self.threads, self.spin, self.calls = 0, True, []
 
-        def set_threads(self, n: int) -> None:
-            self.calls.append(n)
+        def set_threads(self, n: int, *, spin: bool | None = None) -> None:
+            self.calls.append((n, spin))
             self.threads = n
+            self.spin = self.spin if spin is None else spin
 
-    seen: list[int] = []
+    seen: list[tuple[int, bool]] = []
 
     class OnnxLike(FakeModel):
         backend = Backend()
 
         def predict_many(self, images, **kw):  # type: ignore[no-untyped-def,override]
-            seen.append(self.backend.threads)
+            seen.append((self.backend.threads, self.backend.spin))
             return super().predict_many(images, **kw)
 
     model = OnnxLike()
     build_index(root, tmp_path / "i.sqlite", model, batch_size=16, threads=1, progress=False)
-    assert seen and set(seen) == {1}
-    assert model.backend.calls == [1, 0] and model.backend.threads == 0
+    # Capped to one thread that does not spin (the other cores are the other workers'), then restored.
+    assert seen and set(seen) == {(1, False)}
+    assert model.backend.calls == [(1, False), (0, True)] and model.backend.threads == 0 and model.backend.spin
 
 
 class _GatedModel(FakeModel):

@@ -160,9 +160,9 @@ class OnnxBackend:
 
     name = "onnx"
 
-    def __init__(self, path: str | Path, device: str = "cpu", *, threads: int = 0) -> None:
+    def __init__(self, path: str | Path, device: str = "cpu", *, threads: int = 0, spin: bool = True) -> None:
         """Open `path` on the CPU (or CUDA when asked for and onnxruntime-gpu is installed);
-        `threads` > 0 caps ONNX Runtime's intra-op threads (0: its default, one per core)."""
+        `threads` > 0 caps ONNX Runtime's intra-op threads (0: its default, one per core); `spin`: see `set_threads`."""
         import onnxruntime as ort
 
         self.path = Path(path)
@@ -176,6 +176,7 @@ class OnnxBackend:
             providers.insert(0, "CUDAExecutionProvider")
         self.providers = providers
         self.threads = threads
+        self.spin = spin
         self.session = self._open(threads)
         inputs = self.session.get_inputs()
         if len(inputs) != 1 or inputs[0].name != ONNX_INPUT:
@@ -217,11 +218,13 @@ class OnnxBackend:
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3  # errors only: ORT's warnings are about its own graph rewrites
-        # ORT's pool threads spin between runs by default, busy-waiting for the next one: on the 2-core
-        # machine that doubled the CPU time per face (28.7 ms against 14.8 at batch 1) and took the core
-        # that `predict_many` decodes and detects on while the classifier runs. Without spinning the
-        # threads sleep; the logits are the same.
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # ORT's pool threads spin (busy-wait) between the operators of a run by default. For one face at
+        # a time that is what keeps a run short (the shipped default: 9.6 ms at batch 1 with spinning,
+        # 15.8 without, on the 2-core machine), but it doubles the CPU time per face (28.7 ms against
+        # 14.8) and takes the core that `predict_many` decodes and detects on while the classifier
+        # runs, so that pipeline and index workers turn it off (`set_threads(..., spin=False)`). The
+        # logits are the same either way.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.spin else "0")
         if threads > 0:
             opts.intra_op_num_threads = threads
         try:
@@ -229,11 +232,14 @@ class OnnxBackend:
         except Exception as e:
             raise FaceattrError(f"{self.path}: not a loadable ONNX model ({str(e).splitlines()[0]})") from None
 
-    def set_threads(self, threads: int) -> None:
-        """Reopen the session with `threads` intra-op threads (0: ORT's default), e.g. one share of the cores per worker."""
+    def set_threads(self, threads: int, *, spin: bool | None = None) -> None:
+        """Reopen the session with `threads` intra-op threads (0: ORT's default), e.g. one share of the cores
+        per worker, and with its threads spinning between operators or not (None: as before)."""
         # ORT fixes its thread pool when a session is created and ignores OMP_NUM_THREADS, so capping
         # it means a new session (tens of ms for our models).
-        if threads != self.threads:
+        spin = self.spin if spin is None else spin
+        if threads != self.threads or spin != self.spin:
+            self.spin = spin
             self.session = self._open(threads)
             self.threads = threads
 

@@ -250,7 +250,9 @@ def _predict(args: argparse.Namespace) -> int:
     if not paths:
         raise FaceattrError("no images to predict on")
 
-    model = load(args.model, device=args.device, backend=args.backend)
+    # One photo: ONNX Runtime's threads may spin (lower latency); many: they sleep, leaving the cores to
+    # the threads that decode and detect the next photos.
+    model = load(args.model, device=args.device, backend=args.backend, spin=len(paths) == 1)
     if args.threshold is not None:
         model.thresholds = np.full(len(model.attributes), args.threshold, dtype=np.float32)
     threshold_of = dict(zip(model.attributes, (float(t) for t in model.thresholds)))

@@ -394,6 +394,11 @@ class AttributeModel:
         if detect and align:
             _ = self.detector  # created here, once, rather than by two threads at the same time
         source = iter(images)
+        # Spinning ONNX Runtime threads would take the cores the prefetch threads decode and detect on.
+        ort = self.backend if hasattr(self.backend, "set_threads") else None
+        spun = ort.spin if ort is not None else None
+        if ort is not None:
+            ort.set_threads(ort.threads, spin=False)
         with cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="faceattr-prefetch") as pool:
             ahead: deque[cf.Future[_Pending]] = deque()
             try:
@@ -412,6 +417,8 @@ class AttributeModel:
             finally:
                 for f in ahead:  # the caller stopped early: do not read files nobody will see
                     f.cancel()
+                if ort is not None:
+                    ort.set_threads(ort.threads, spin=bool(spun))
 
 
 def _check_meta(meta: Any, where: str) -> dict[str, Any]:
@@ -484,13 +491,16 @@ def _onnx_device(device: str) -> str | None:
     return device if "CUDAExecutionProvider" in ort.get_available_providers() else None
 
 
-def load(name_or_path: str | Path = "default", *, device: str = "cpu", backend: str = "auto") -> AttributeModel:
+def load(name_or_path: str | Path = "default", *, device: str = "cpu", backend: str = "auto",
+         spin: bool = True) -> AttributeModel:
     """Load a shipped model by name, a checkpoint by path, or an exported .onnx file.
 
     `backend="auto"` (the default) runs ONNX Runtime where onnxruntime is installed, the device is one
     it can use, and the checkpoint has an export beside it (`<checkpoint>.onnx`) that records this
     checkpoint's sha256; otherwise torch. `"onnx"` insists on the export (a stale one is an error),
-    `"torch"` on torch.
+    `"torch"` on torch. `spin=False` keeps ONNX Runtime's threads from busy-waiting between operators:
+    less CPU per face for many photos at once, more latency for one (`predict_many` with prefetch
+    turns it off for its run).
     """
     import importlib.util
 
@@ -505,7 +515,7 @@ def load(name_or_path: str | Path = "default", *, device: str = "cpu", backend: 
             raise FaceattrError(f"{path} is an ONNX model; load it with backend='onnx' (--backend onnx)")
         if not path.is_file():
             raise FaceattrError(f"ONNX model not found: {path}")
-        ob = OnnxBackend(path, _onnx_device(device) or device)
+        ob = OnnxBackend(path, _onnx_device(device) or device, spin=spin)
         return _onnx_model(ob, _onnx_meta(ob), path.stem)
     ckpt = resolve_checkpoint(name_or_path)
     if backend == "torch":
@@ -530,7 +540,7 @@ def load(name_or_path: str | Path = "default", *, device: str = "cpu", backend: 
     else:
         onnx_device = _onnx_device(device) or device  # OnnxBackend explains a device it cannot use
     try:
-        ob = OnnxBackend(onnx_path, onnx_device)
+        ob = OnnxBackend(onnx_path, onnx_device, spin=spin)
     except FaceattrError as e:
         if backend != "auto":
             raise FaceattrError(f"{e}; or use --backend torch") from None

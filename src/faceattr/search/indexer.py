@@ -256,13 +256,13 @@ def _thread_limit(threads: int | None, model: object = None) -> Iterator[None]:
     cv2 = sys.modules.get("cv2")
     ort = _onnx_backend(model)
     before = (torch.get_num_threads() if torch else None, cv2.getNumThreads() if cv2 else None,
-              ort.threads if ort else None)
+              ort.threads if ort else None, ort.spin if ort else None)
     if torch:
         torch.set_num_threads(threads)
     if cv2:
         cv2.setNumThreads(threads)
     if ort:
-        ort.set_threads(threads)
+        ort.set_threads(threads, spin=False)  # spinning threads would take the cores the other workers use
     try:
         yield
     finally:
@@ -271,7 +271,7 @@ def _thread_limit(threads: int | None, model: object = None) -> Iterator[None]:
         if cv2 and before[1] is not None:
             cv2.setNumThreads(before[1])
         if ort and before[2] is not None:
-            ort.set_threads(before[2])
+            ort.set_threads(before[2], spin=before[3])
 
 
 _WORKER_STATE: dict[str, Any] = {}
@@ -286,7 +286,7 @@ def _worker_init(loader: Callable[[], Predictor], threads: int) -> None:
     # ONNX Runtime reads none of those variables: its session is reopened with this worker's share.
     ort = _onnx_backend(_WORKER_STATE["model"])
     if ort:
-        ort.set_threads(threads)
+        ort.set_threads(threads, spin=False)
     # ...and applied again in case a library was imported before (e.g. by unpickling the loader).
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(threads)
