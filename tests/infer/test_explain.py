@@ -159,7 +159,9 @@ def test_cli_json_and_png(default_model: Any, grace: Path, tmp_path: Path, capsy
     assert main(["explain", str(grace), "--attribute", "Male", "--patch", "48", "--stride", "48", "--scale", "logit",
                  "--json"]) == 0
     male = json.loads(capsys.readouterr().out)
-    assert male["scale"] == "logit" and male["probability"] > 0.95
+    # The unoccluded probability is predict's own (Grace Hopper's Male is still wrong: see the model card).
+    assert male["scale"] == "logit"
+    assert male["probability"] == pytest.approx(default_model.predict(grace)[0].probabilities["Male"], abs=1e-4)
     for name, p in male["regions"].items():
         assert male["region_logits"][name] == pytest.approx(np.log(p / (1 - p)), abs=2e-3)
     assert main(["explain", str(grace), "--attribute", "Eyeglases"]) == 2

@@ -311,7 +311,16 @@ def test_split_ensemble_gives_members_whose_mean_is_the_ensemble(tmp_path: Path)
             assert mm.get("age") == meta.get("age")
             mean = torch.tensor(mm["preprocess"]["mean"]).view(1, 3, 1, 1)
             std = torch.tensor(mm["preprocess"]["std"]).view(1, 3, 1, 1)
-            got.append(m((x - mean) / std))
+            xi = x
+            if any("view" in spec for spec in meta["model"]["members"]):
+                # Members with their own view (size, crop) see that cut of the full frame, resized with
+                # Pillow's bilinear weights: the full matrices here, not the ensemble's shared, banded ones.
+                from faceattr.models.ensemble import resize_matrix
+
+                (hh, ww), (fh, fw) = mm["preprocess"]["size"], meta["preprocess"]["size"]
+                x0, y0, x1, y1 = mm["preprocess"]["crop"] or (0, 0, fw, fh)
+                xi = resize_matrix(fh, hh, y0, y1) @ x @ resize_matrix(fw, ww, x0, x1).T
+            got.append(m((xi - mean) / std))
     # Per-output weights (the shipped default reads age mostly from one member), else the plain mean.
     n_out = want.shape[1]
     weights = torch.tensor(meta["model"].get("output_weights") or [[1 / len(paths)] * n_out] * len(paths))
