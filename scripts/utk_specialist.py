@@ -24,7 +24,8 @@ import torch
 import torchvision
 from PIL import Image
 
-from faceattr.data.utkface import RACES, load_utkface
+from faceattr.data.utkface import AGE_BANDS, RACES, load_utkface
+from faceattr.evaluate.groups import group_metrics
 
 logger = logging.getLogger("utk_specialist")
 
@@ -47,14 +48,12 @@ def to_input(x: np.ndarray) -> torch.Tensor:
 
 
 def report(p_male: np.ndarray, age_pred: np.ndarray, male: np.ndarray, age: np.ndarray, race: np.ndarray) -> dict:
-    """Gender accuracy by the issue's groups (threshold 0.5) and age MAE."""
-    right = (p_male >= 0.5) == (male >= 0.5)
-    adult = age >= 15
-    out = {"adults": right[adult].mean(), "adult_women": right[adult & (male < 0.5)].mean(),
-           "adult_men": right[adult & (male >= 0.5)].mean(), "age_70_plus": right[age >= 70].mean(),
-           "under_15": right[age < 15].mean(), "all_ages": right.mean(), "age_mae": np.abs(age_pred - age).mean()}
-    for i, name in enumerate(RACES):
-        out[f"adults_{name}"] = right[adult & (race == i)].mean()
+    """Gender accuracy by the issue's groups (threshold 0.5) and age MAE: `faceattr evaluate`'s own slices."""
+    g = group_metrics(male, p_male, race, age, threshold=0.5, race_names=RACES, bands=AGE_BANDS, age_pred=age_pred)
+    head = g["headline"]
+    out = {k: head[k]["gender_accuracy"] for k in ("adults", "adult_women", "adult_men", "age_70_plus", "under_15")}
+    out.update(all_ages=g["overall"]["gender_accuracy"], age_mae=g["overall"]["age_mae"])
+    out.update({f"adults_{name}": s["gender_accuracy"] for name, s in head["adult_race"].items()})
     return {k: round(float(v), 4) for k, v in out.items()}
 
 

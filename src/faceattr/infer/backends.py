@@ -258,6 +258,13 @@ class OnnxBackend:
         return np.concatenate(out)
 
 
+def onnx_backend(model: object) -> Any:
+    """The model's ONNX Runtime backend (the one with `set_threads`, e.g. to stop its threads spinning),
+    or None for a torch model or any other predictor."""
+    backend = getattr(model, "backend", None)
+    return backend if hasattr(backend, "set_threads") else None
+
+
 def _wrapper(model: Any, preprocess: Any) -> Any:
     """nn.Module taking uint8 [N, 3, H, W] and returning logits: normalisation baked into the graph."""
     import torch

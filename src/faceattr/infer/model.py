@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 from faceattr.errors import FaceattrError
-from faceattr.infer.backends import Backend, OnnxBackend, TorchBackend
+from faceattr.infer.backends import Backend, OnnxBackend, TorchBackend, onnx_backend
 from faceattr.infer.image_io import ImageSource, describe, is_grayscale, load_rgb
 
 __all__ = [
@@ -395,8 +395,8 @@ class AttributeModel:
             _ = self.detector  # created here, once, rather than by two threads at the same time
         source = iter(images)
         # Spinning ONNX Runtime threads would take the cores the prefetch threads decode and detect on.
-        ort = self.backend if hasattr(self.backend, "set_threads") else None
-        spun = ort.spin if ort is not None else None
+        ort = onnx_backend(self)
+        spun = bool(ort is not None and ort.spin)
         if ort is not None:
             ort.set_threads(ort.threads, spin=False)
         with cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="faceattr-prefetch") as pool:
@@ -418,7 +418,7 @@ class AttributeModel:
                 for f in ahead:  # the caller stopped early: do not read files nobody will see
                     f.cancel()
                 if ort is not None:
-                    ort.set_threads(ort.threads, spin=bool(spun))
+                    ort.set_threads(ort.threads, spin=spun)
 
 
 def _check_meta(meta: Any, where: str) -> dict[str, Any]:

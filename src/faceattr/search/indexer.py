@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from faceattr.errors import FaceattrError
+from faceattr.infer.backends import onnx_backend
 from faceattr.search.protocol import Predictor
 from faceattr.search.store import FaceRecord, FileEntry, FileRecord, IndexStore, ModelIdentity
 
@@ -240,12 +241,6 @@ def _run_inline(model: Predictor, root: Path, batches: Iterable[list[FileEntry]]
             yield index_batch(model, root, batch, **kw)
 
 
-def _onnx_backend(model: object) -> Any:
-    """The model's ONNX Runtime backend (which has `set_threads`), or None for any other model."""
-    backend = getattr(model, "backend", None)
-    return backend if hasattr(backend, "set_threads") else None
-
-
 @contextmanager
 def _thread_limit(threads: int | None, model: object = None) -> Iterator[None]:
     """Cap torch's, OpenCV's and the model's ONNX Runtime threads for the duration, then restore them."""
@@ -254,7 +249,7 @@ def _thread_limit(threads: int | None, model: object = None) -> Iterator[None]:
         return
     torch = sys.modules.get("torch")
     cv2 = sys.modules.get("cv2")
-    ort = _onnx_backend(model)
+    ort = onnx_backend(model)
     before = (torch.get_num_threads() if torch else None, cv2.getNumThreads() if cv2 else None,
               ort.threads if ort else None, ort.spin if ort else None)
     if torch:
@@ -284,7 +279,7 @@ def _worker_init(loader: Callable[[], Predictor], threads: int) -> None:
         os.environ[var] = str(threads)
     _WORKER_STATE["model"] = loader()
     # ONNX Runtime reads none of those variables: its session is reopened with this worker's share.
-    ort = _onnx_backend(_WORKER_STATE["model"])
+    ort = onnx_backend(_WORKER_STATE["model"])
     if ort:
         ort.set_threads(threads, spin=False)
     # ...and applied again in case a library was imported before (e.g. by unpickling the loader).

@@ -330,13 +330,10 @@ def masked_losses(run: Run, logits: torch.Tensor, y: torch.Tensor, age: torch.Te
         total = distributed.all_reduce_tensor_sum(counts if n_age is None else torch.cat([counts, n_age.view(1)]), run.world)
         counts, n_age = total[:a], (None if n_age is None else total[a])
         scale = run.world.world_size  # DDP averages the ranks' gradients
-    w = run.attribute_weight
-    if w is None:
-        loss = (per.sum(0) / counts.clamp(min=1)).sum() / a * scale
-        row = per.sum(1) / known.sum(1).clamp(min=1)
-    else:  # a weighted mean over attributes (cfg.attribute_weights)
-        loss = (per.sum(0) / counts.clamp(min=1) * w).sum() / w.sum() * scale
-        row = (per * w).sum(1) / (known * w).sum(1).clamp(min=1e-6)
+    # A weighted mean over attributes (cfg.attribute_weights); all weights 1 without them.
+    w = per.new_ones(a) if run.attribute_weight is None else run.attribute_weight
+    loss = (per.sum(0) / counts.clamp(min=1) * w).sum() / w.sum() * scale
+    row = (per * w).sum(1) / (known * w).sum(1).clamp(min=1e-6)
     if has is not None and n_age is not None:
         err = nn.functional.smooth_l1_loss(logits[:, a], (torch.nan_to_num(age) - AGE_MEAN) / AGE_STD, beta=0.1,
                                            reduction="none") * has
