@@ -66,14 +66,17 @@ def test_batched_across_photos_on_threads_equals_one_photo_at_a_time(default_mod
         one_by_one.append(single)
     # One photo at a time ran with ONNX Runtime's threads spinning (load()'s default, for latency); the
     # pipeline turns spinning off while it runs (the decode threads need the cores) and back on after.
-    backend = default_model.backend
-    assert getattr(backend, "spin", True) is True
+    from faceattr.infer.backends import onnx_backend
+
+    ort = onnx_backend(default_model)  # None only for a FACEATTR_TEST_MODEL without an export (torch)
+    assert ort is None or ort.spin is True
     batched, spin_during = [], []
     for r in default_model.predict_many(shuffled, batch_size=5, prefetch=4, workers=2):
         batched.append(r)
-        spin_during.append(getattr(backend, "spin", False))
-    assert not any(spin_during)
-    assert getattr(backend, "spin", True) is True
+        spin_during.append(None if ort is None else ort.spin)
+    if ort is not None:
+        assert spin_during and not any(spin_during)
+        assert ort.spin is True
     assert [r.image for r in batched] == [str(p) for p in shuffled]
     # Batches of 5 faces cut across photos: several photos share one classifier call.
     assert sum(len(r.faces) for r in batched) >= 14
@@ -186,3 +189,22 @@ def test_one_photo_runs_without_the_pipeline(monkeypatch: pytest.MonkeyPatch, ca
     monkeypatch.setattr(AttributeModel, "predict_many", spy)
     assert main(["predict", str(grace), "--json", "--model", str(small_ckpt)]) == 0
     assert calls == [0] and json.loads(capsys.readouterr().out)[0]["faces"]
+
+
+def test_cli_lets_onnx_runtime_spin_for_one_photo_only(grace: Path, astronaut: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    # One photo: lowest latency (threads spin); a folder: the cores go to decoding and detection.
+    import faceattr.infer as infer
+
+    asked: list[bool] = []
+    real_load = infer.load
+
+    def recording_load(*args, **kw):  # type: ignore[no-untyped-def]
+        asked.append(kw["spin"])
+        return real_load(*args, **kw)
+
+    monkeypatch.setattr(infer, "load", recording_load)  # `faceattr predict` imports it when it runs
+    assert main(["predict", str(grace), "--json"]) == 0
+    assert main(["predict", str(grace), str(astronaut), "--json"]) == 0
+    capsys.readouterr()
+    assert asked == [True, False]
