@@ -352,3 +352,47 @@ def test_views_are_shared_between_members_and_cut_to_the_band_they_read() -> Non
         full = resize_matrix(h, view["size"][0], y0, y1) @ x @ resize_matrix(w, view["size"][1], x0, x1).T
         single = EnsembleNet([Probe(), Probe()], [[0.0] * 3] * 2, [[1.0] * 3] * 2, views=[view, view])
         torch.testing.assert_close(single(x), full.flatten(1), atol=1e-5, rtol=1e-5)
+
+
+def test_a_mirrored_member_averages_its_view_and_the_mirror_image() -> None:
+    import torch
+
+    from faceattr.models.ensemble import FULL_FRAME, EnsembleNet
+
+    torch.manual_seed(0)
+    # A member that is not left-right symmetric, so mirroring changes its answer.
+    member = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 24 * 24, 4))
+    other = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 24 * 24, 4))
+    face = {"size": [24, 24], "crop": [41, 84, 141, 184]}
+    plain = EnsembleNet([member, other], [[0.0] * 3] * 2, [[1.0] * 3] * 2, views=[face, face])
+    mirrored = EnsembleNet([member, other], [[0.0] * 3] * 2, [[1.0] * 3] * 2, views=[{**face, "mirror": True}, face])
+    x = torch.rand(3, 3, *FULL_FRAME)
+    with torch.no_grad():
+        seen = torch.matmul(torch.matmul(plain.wy_0, x[:, :, slice(*plain._bands[0][:2]), slice(*plain._bands[0][2:])]), plain.wx_0)
+        want = ((member(seen) + member(seen.flip(-1))) / 2 + other(seen)) / 2
+        torch.testing.assert_close(mirrored(x), want, atol=1e-5, rtol=1e-5)
+        assert (mirrored(x) - plain(x)).abs().max() > 1e-3
+
+
+def test_make_ensemble_mirror_is_saved_exported_and_checked(tmp_path: Path, crops: np.ndarray) -> None:
+    from faceattr.train.ensemble import split_ensemble
+
+    whole = build_checkpoint(tmp_path / "whole.safetensors", "mobilenet_v2", num_outputs=5, size=(80, 64),
+                             attributes=ATTRS, config=SPLIT_CFG)
+    face = build_checkpoint(tmp_path / "face.safetensors", "celeb_cnn", num_outputs=5, seed=1, size=(56, 56),
+                            attributes=ATTRS, config=SPLIT_CFG, crop=(41, 84, 141, 184))
+    with pytest.raises(FaceattrError, match="--mirror 3 names no member"):
+        make_ensemble([whole, face], tmp_path / "bad.safetensors", mirror=[2])
+    out = make_ensemble([whole, face], tmp_path / "m.safetensors", mirror=[1])
+    assert [m["view"].get("mirror", False) for m in read_metadata(out)["model"]["members"]] == [False, True]
+    ens, a, b = (load(p, backend="torch") for p in (out, whole, face))
+    le = ens.backend.logits(np.stack([_prepared(ens, c) for c in crops]))
+    la = a.backend.logits(np.stack([_prepared(a, c) for c in crops]))
+    views = np.stack([_prepared(b, c) for c in crops])
+    lb, lbm = b.backend.logits(views), b.backend.logits(np.ascontiguousarray(views[:, :, ::-1]))  # [N, H, W, 3]: mirrored
+    assert np.abs(lb - lbm).mean() > 0.01  # mirroring changes this member's answer, so the check below can fail
+    np.testing.assert_allclose(le, (la + (lb + lbm) / 2) / 2, atol=0.02 * np.abs(la + lb).max())
+    _, diff = export(out, tmp_path / "m.onnx")
+    assert diff < 1e-4
+    # Split again, the member is plain: mirroring is the ensemble's test-time choice, not its preprocessing.
+    assert "mirror" not in read_metadata(split_ensemble(out, tmp_path / "split")[1])["preprocess"]

@@ -6,6 +6,11 @@ then takes the full-resolution frame and each member's view is cut and resized i
 constant matrices, computed with Pillow's own bilinear filter, so a member sees what `prepare_image`
 showed it in training (to float rounding) and the ONNX export is plain MatMuls.
 
+A member may also see its view mirrored (``"mirror": true`` in its view): it runs on the view and on
+its left-right mirror image in one batch and its logits are the mean of the two (test-time flip
+averaging, for one more forward pass of that member). The mirror is a second constant resize matrix
+with its output columns reversed, so the graph stays plain MatMuls.
+
 The average may be weighted per output (``output_weights``, one row per member, one column per output,
 each column summing to 1): a member trained mostly for gender and age can own those outputs while the
 others keep the attributes they learned better.
@@ -106,6 +111,7 @@ class EnsembleNet(nn.Module):
                 raise FaceattrError(f"an ensemble with views needs one view per member ({len(members)}), got {len(views)}")
             frame_h, frame_w = FULL_FRAME
             keys: list[tuple[Any, ...]] = []
+            self.mirrored = [bool(view.get("mirror", False)) for view in views]
             for view in views:
                 h, w = (int(v) for v in view["size"])
                 x0, y0, x1, y1 = view.get("crop") or (0, 0, frame_w, frame_h)
@@ -117,23 +123,37 @@ class EnsembleNet(nn.Module):
                     wx, (xa, xb) = _band(resize_matrix(frame_w, w, x0, x1))
                     self.register_buffer(f"wy_{k}", wy, persistent=False)
                     self.register_buffer(f"wx_{k}", wx.T.contiguous(), persistent=False)
+                    # The mirror image: the same resize with its output columns in reverse order.
+                    self.register_buffer(f"wxm_{k}", wx.T.flip(1).contiguous(), persistent=False)
                     self._bands.append((ya, yb, xa, xb))
                 self.view_of.append(keys.index(key))
+        else:
+            self.mirrored = [False] * len(members)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Return the members' logits averaged (same shape as one member's output)."""
         total: torch.Tensor | None = None
-        seen: dict[int, torch.Tensor] = {}
+        rows: dict[int, torch.Tensor] = {}
+        seen: dict[tuple[int, bool], torch.Tensor] = {}
+        n = x.shape[0]
+
+        def view(k: int, mirror: bool) -> torch.Tensor:
+            if k not in rows:
+                ya, yb, xa, xb = self._bands[k]
+                rows[k] = torch.matmul(getattr(self, f"wy_{k}"), x[:, :, ya:yb, xa:xb])
+            if (k, mirror) not in seen:
+                seen[(k, mirror)] = torch.matmul(rows[k], getattr(self, f"wxm_{k}" if mirror else f"wx_{k}"))
+            return seen[(k, mirror)]
+
         for i, member in enumerate(self.members):
             xi = x
             if self.has_views:
-                k = self.view_of[i]
-                if k not in seen:
-                    ya, yb, xa, xb = self._bands[k]
-                    band = x[:, :, ya:yb, xa:xb]
-                    seen[k] = torch.matmul(torch.matmul(getattr(self, f"wy_{k}"), band), getattr(self, f"wx_{k}"))
-                xi = seen[k]
+                xi = view(self.view_of[i], False)
+                if self.mirrored[i]:
+                    xi = torch.cat([xi, view(self.view_of[i], True)])
             logits = member((xi - getattr(self, f"mean_{i}")) / getattr(self, f"std_{i}"))
+            if self.mirrored[i]:
+                logits = (logits[:n] + logits[n:]) / 2
             if self.output_weights is not None:
                 logits = logits * self.output_weights[i]
             total = logits if total is None else total + logits

@@ -109,6 +109,9 @@ def register(sub: Any) -> None:
                    help="weigh one output's logits per member, e.g. --weight Male=1,1,2 --weight age=0,0,1 "
                    "(repeatable; other outputs are averaged equally; '*=W1,W2,...' weighs every output not named "
                    "on its own)")
+    e.add_argument("--mirror", action="append", type=int, default=[], metavar="N",
+                   help="member N (1 = the first listed) also sees the mirror image of its view and averages the two "
+                   "(test-time flip: one more forward pass of that member per face; repeatable)")
     e.set_defaults(func=_run_ensemble)
 
 
@@ -116,7 +119,8 @@ def _run_ensemble(args: argparse.Namespace) -> int:
     from faceattr.train.ensemble import make_ensemble, parse_weight
 
     weights = dict(parse_weight(w) for w in args.weight)
-    out = make_ensemble(args.checkpoints, args.out, half=args.half, overwrite=args.overwrite, output_weights=weights or None)
+    out = make_ensemble(args.checkpoints, args.out, half=args.half, overwrite=args.overwrite, output_weights=weights or None,
+                        mirror=[n - 1 for n in args.mirror])
     print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB), an ensemble of {len(args.checkpoints)} models; "
           f"calibrate it with: faceattr evaluate {out} --data-root DIR --split valid --calibrate accuracy --calibrate-split holdout")
     return 0

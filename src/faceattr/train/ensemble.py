@@ -70,7 +70,9 @@ def split_ensemble(checkpoint: str | Path, out_dir: str | Path) -> list[Path]:
         net.load_state_dict({k.split(".", 1)[1]: v.float() for k, v in tensors.items() if k.split(".", 1)[0] == str(i)})
         member_meta = {**{k: v for k, v in meta.items() if k not in ("format", "format_version", "versions", "created")},
                        "model": {"name": m["name"], "kwargs": m["kwargs"]},
-                       "preprocess": {**meta["preprocess"], **m.get("view", {}), "mean": m["mean"], "std": m["std"]},
+                       # A mirrored view is test-time flipping, not preprocessing: the member alone sees its view.
+                       "preprocess": {**meta["preprocess"], **{k: v for k, v in m.get("view", {}).items() if k != "mirror"},
+                                      "mean": m["mean"], "std": m["std"]},
                        "split_from": {"ensemble": str(path), "member": i}}
         written.append(save_checkpoint(Path(out_dir) / f"member{i}" / "best.safetensors", net, member_meta))
     return written
@@ -109,15 +111,19 @@ def parse_weight(text: str) -> tuple[str, list[float]]:
 
 
 def make_ensemble(checkpoints: Sequence[str | Path], out: str | Path, *, half: bool = False, overwrite: bool = False,
-                  output_weights: Mapping[str, Sequence[float]] | None = None) -> Path:
+                  output_weights: Mapping[str, Sequence[float]] | None = None, mirror: Sequence[int] = ()) -> Path:
     """Write one checkpoint averaging the logits of `checkpoints` (run folders, files or shipped names).
 
     `output_weights` maps an output (an attribute, or "age") to one weight per member: that output's
     logits are averaged with those weights (normalised), the other outputs equally ("*": every output
-    not named on its own).
+    not named on its own). `mirror` lists members (0-based) that also see the mirror image of their
+    view, their logits averaged over the two (test-time flip for one more forward pass of each).
     """
     if len(checkpoints) < 2:
         raise FaceattrError(f"an ensemble needs at least 2 checkpoints, got {len(checkpoints)}")
+    bad = [i for i in mirror if not 0 <= i < len(checkpoints)]
+    if bad:
+        raise FaceattrError(f"--mirror {bad[0] + 1} names no member: give a number from 1 to {len(checkpoints)}, in the order listed")
     paths = [resolve_checkpoint(c) for c in checkpoints]
     out = Path(out)
     if out.suffix != ".safetensors":
@@ -137,7 +143,10 @@ def make_ensemble(checkpoints: Sequence[str | Path], out: str | Path, *, half: b
     weights = _weight_matrix(outputs, len(paths), output_weights) if output_weights else None
     # Members that take other input sizes or crops of the aligned frame each get their own view of it.
     pres = [{"size": list(m["preprocess"]["size"]), "crop": m["preprocess"].get("crop")} for m in metas]
-    views = pres if any(p != pres[0] for p in pres) else None
+    # A mirrored member needs the view matrices even when every member sees the same frame.
+    views = pres if any(p != pres[0] for p in pres) or mirror else None
+    if views is not None:
+        views = [{**v, "mirror": True} if i in mirror else v for i, v in enumerate(views)]
     model = EnsembleNet(nets, means, stds, weights, views)
     meta: dict[str, Any] = {
         "model": {
