@@ -222,6 +222,12 @@ def test_cli_writes_an_ensemble_and_reports_errors_in_one_line(members: tuple[Pa
     assert err.startswith("faceattr: error:") and "--overwrite" in err and "\n" not in err
     assert main(["-q", "ensemble", str(members[0]), str(members[1]), "--out", str(out), "--overwrite", "--half"]) == 0
     assert out.stat().st_size < (members[0].stat().st_size + members[1].stat().st_size) * 0.6
+    # --mirror counts members from 1, as listed; one past the end is a one-line error and writes nothing.
+    assert main(["-q", "ensemble", str(members[0]), str(members[1]), "--out", str(tmp_path / "m.safetensors"), "--mirror", "3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--mirror 3 names no member" in err and "\n" not in err and not (tmp_path / "m.safetensors").exists()
+    assert main(["-q", "ensemble", str(members[0]), str(members[1]), "--out", str(tmp_path / "m.safetensors"), "--mirror", "2"]) == 0
+    assert [m["view"].get("mirror", False) for m in read_metadata(tmp_path / "m.safetensors")["model"]["members"]] == [False, True]
 
 
 def test_interpolation_lies_on_the_line_between_a_model_and_its_copy(members: tuple[Path, Path],
