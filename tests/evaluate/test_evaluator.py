@@ -282,7 +282,8 @@ def test_grayscale_evaluates_black_and_white_copies_of_the_same_images(evaluatio
     "default's black-and-white robustness (first: 0.885 grayscale against 0.915 colour on these 200 images; "
     "the three-member one whose third member saw 10% grayscale: 0.894 against 0.915; the four-member one "
     "whose fourth member saw 20%: 0.896 against 0.916, Pale_Skin 0.77 against a 0.93 baseline; the one with the "
-    "face-only gender member, whose other attributes come from the same three: 0.896 against 0.915). Refining members 1-2 "
+    "face-only gender member, whose other attributes come from the same three: 0.896 against 0.915; with member 1 "
+    "counting double in them and the face member at 112x112: 0.895 against 0.916). Refining members 1-2 "
     "with grayscale (configs/utk/*_gray.toml) cost UTKFace accuracy. Strict: this fails once the shipped "
     "model holds up again."))
 def test_shipped_default_model_holds_up_on_black_and_white_photos(celeba_root: Path) -> None:

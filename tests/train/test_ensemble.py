@@ -326,7 +326,11 @@ def test_split_ensemble_gives_members_whose_mean_is_the_ensemble(tmp_path: Path)
                 (hh, ww), (fh, fw) = mm["preprocess"]["size"], meta["preprocess"]["size"]
                 x0, y0, x1, y1 = mm["preprocess"]["crop"] or (0, 0, fw, fh)
                 xi = resize_matrix(fh, hh, y0, y1) @ x @ resize_matrix(fw, ww, x0, x1).T
-            got.append(m((xi - mean) / std))
+            out = m((xi - mean) / std)
+            if meta["model"]["members"][len(got)].get("view", {}).get("mirror"):
+                # A mirrored member (the shipped face member) averages its view and the view's mirror image.
+                out = (out + m((xi.flip(-1) - mean) / std)) / 2
+            got.append(out)
     # Per-output weights (the shipped default reads age mostly from one member), else the plain mean.
     n_out = want.shape[1]
     weights = torch.tensor(meta["model"].get("output_weights") or [[1 / len(paths)] * n_out] * len(paths))
