@@ -24,11 +24,6 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 
 
-def _weights(text: str) -> np.ndarray:
-    w = np.array([float(v) for v in text.split(",")])
-    return w / w.sum()
-
-
 def main() -> None:
     """Print one block of figures per --combo."""
     from choose_output_weights import figures
@@ -37,6 +32,8 @@ def main() -> None:
     from ensemble_search import score
 
     from faceattr.checkpoint import read_metadata, resolve_checkpoint
+    from faceattr.errors import FaceattrError
+    from faceattr.train.ensemble import _weight_matrix, parse_weight
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("members", nargs="+", help="checkpoints in ensemble order; PATH@flip mirror-averages one")
@@ -50,6 +47,7 @@ def main() -> None:
     paths = [resolve_checkpoint(m.removesuffix("@flip")) for m in args.members]
     meta = read_metadata(paths[0])
     attrs = list(meta["attributes"])
+    outputs = [*attrs, "age"]
     male = attrs.index("Male")
     age_scale = (float(meta["age"]["mean"]), float(meta["age"]["std"]))
 
@@ -62,18 +60,22 @@ def main() -> None:
     utk = [utk_logits(p, "utk", opts(f)) for p, f in zip(paths, flips, strict=True)]
     for combo in args.combo:
         star, male_w, age_w, t = combo.split(";")
-        ws, wm, wa = _weights(star), _weights(male_w), _weights(age_w)
-        if not len(ws) == len(wm) == len(wa) == len(paths):
-            raise SystemExit(f"--combo {combo!r} needs {len(paths)} weights in each part")
+        # The matrix `faceattr ensemble --weight '*=STAR' --weight Male=MALE --weight age=AGE` builds:
+        # one row per member, one column per output, each column summing to 1.
+        given = dict(parse_weight(f"{name}={w}") for name, w in (("*", star), ("Male", male_w), ("age", age_w)))
+        try:
+            rows = np.array(_weight_matrix(outputs, len(paths), given))
+        except FaceattrError as e:
+            raise SystemExit(f"--combo {combo!r}: {e}") from None
         shift = float(np.log(float(t) / (1 - float(t))))  # threshold t on the probability is t's logit on the logit
         lines = [combo]
-        for split, rows in celeba.items():
-            logits = sum(w * lg for w, (lg, *_) in zip(ws, rows, strict=True))
-            logits[:, male] = sum(w * lg[:, male] for w, (lg, *_) in zip(wm, rows, strict=True)) - shift
-            sc = score(logits, rows[0][1], attrs)
+        for split, members in celeba.items():
+            logits = sum(w[: len(attrs)] * lg for w, (lg, *_) in zip(rows, members, strict=True))
+            logits[:, male] -= shift
+            sc = score(logits, members[0][1], attrs)
             lines.append(f"CelebA {split}: mean {sc['mean_acc']:.4f} balanced {sc['balanced']:.4f} Male {sc['male']:.4f}")
-        u_male = sum(w * lg[:, male] for w, (lg, _) in zip(wm, utk, strict=True)) - shift
-        u_age = sum(w * lg[:, -1] for w, (lg, _) in zip(wa, utk, strict=True))
+        u = sum(w * lg for w, (lg, _) in zip(rows, utk, strict=True))
+        u_male, u_age = u[:, male] - shift, u[:, -1]
         labels = utk[0][1]
         f = figures(u_male, u_age, labels, age_scale)
         adult_men = (labels["age"] >= 15) & (labels["male"] >= 0.5)

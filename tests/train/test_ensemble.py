@@ -311,7 +311,7 @@ def test_split_ensemble_gives_members_whose_mean_is_the_ensemble(tmp_path: Path)
     with torch.no_grad():
         want = ens(x)
         got = []
-        for p in paths:
+        for spec, p in zip(meta["model"]["members"], paths, strict=True):
             m, mm = load_checkpoint(p)
             assert mm["model"]["name"] != "ensemble" and mm["attributes"] == meta["attributes"]
             assert mm.get("age") == meta.get("age")
@@ -327,7 +327,7 @@ def test_split_ensemble_gives_members_whose_mean_is_the_ensemble(tmp_path: Path)
                 x0, y0, x1, y1 = mm["preprocess"]["crop"] or (0, 0, fw, fh)
                 xi = resize_matrix(fh, hh, y0, y1) @ x @ resize_matrix(fw, ww, x0, x1).T
             out = m((xi - mean) / std)
-            if meta["model"]["members"][len(got)].get("view", {}).get("mirror"):
+            if spec.get("view", {}).get("mirror"):
                 # A mirrored member (the shipped face member) averages its view and the view's mirror image.
                 out = (out + m((xi.flip(-1) - mean) / std)) / 2
             got.append(out)

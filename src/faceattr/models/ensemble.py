@@ -104,6 +104,7 @@ class EnsembleNet(nn.Module):
         # with the same view share one resize, and each matrix keeps only the rows/columns of the frame
         # it reads (a face crop reads a fifth of the frame): the same numbers, a fraction of the work.
         self.has_views = views is not None
+        self.mirrored = [bool(view.get("mirror", False)) for view in views] if views is not None else [False] * len(members)
         self.view_of: list[int] = []
         self._bands: list[tuple[int, int, int, int]] = []
         if views is not None:
@@ -111,7 +112,6 @@ class EnsembleNet(nn.Module):
                 raise FaceattrError(f"an ensemble with views needs one view per member ({len(members)}), got {len(views)}")
             frame_h, frame_w = FULL_FRAME
             keys: list[tuple[Any, ...]] = []
-            self.mirrored = [bool(view.get("mirror", False)) for view in views]
             for view in views:
                 h, w = (int(v) for v in view["size"])
                 x0, y0, x1, y1 = view.get("crop") or (0, 0, frame_w, frame_h)
@@ -127,8 +127,6 @@ class EnsembleNet(nn.Module):
                     self.register_buffer(f"wxm_{k}", wx.T.flip(1).contiguous(), persistent=False)
                     self._bands.append((ya, yb, xa, xb))
                 self.view_of.append(keys.index(key))
-        else:
-            self.mirrored = [False] * len(members)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Return the members' logits averaged (same shape as one member's output)."""
