@@ -222,3 +222,24 @@ def test_set_threads_reopens_the_session(mnv2_onnx: tuple[Path, float], real_cro
     backend.set_threads(1)
     assert backend.threads == 1 and backend.session.get_session_options().intra_op_num_threads == 1
     assert np.abs(backend.logits(x) - before).max() < 1e-5
+
+
+def test_spin_off_and_back_on_reuses_the_first_session(mnv2_onnx: tuple[Path, float], real_crops: np.ndarray) -> None:
+    """predict_many turns spinning off for its run and back on: the second switch takes the session already open."""
+    from PIL import Image
+
+    from faceattr.data.transforms import Preprocess, prepare_image
+
+    def spinning(b: OnnxBackend) -> str:
+        return b.session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
+
+    backend = OnnxBackend(mnv2_onnx[0], spin=True)
+    x = np.stack([prepare_image(Image.fromarray(c), Preprocess(size=(96, 96))) for c in real_crops[:2]])
+    first, before = backend.session, backend.logits(x)
+    backend.set_threads(0, spin=False)
+    assert backend.session is not first and spinning(backend) == "0" and not backend.spin
+    np.testing.assert_allclose(backend.logits(x), before, atol=1e-5)
+    backend.set_threads(0, spin=True)
+    assert backend.session is first and spinning(backend) == "1" and backend.spin
+    backend.set_threads(1)  # a third setting: only it and the one before it stay open
+    assert backend.session.get_session_options().intra_op_num_threads == 1 and len(backend._sessions) == 2

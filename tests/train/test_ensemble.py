@@ -148,6 +148,8 @@ def test_weights_name_real_outputs_and_one_share_per_member(members: tuple[Path,
         make_ensemble(list(members), tmp_path / "b.safetensors", output_weights={"Male": [1, 1, 1]})
     with pytest.raises(FaceattrError, match="not all 0"):
         make_ensemble(list(members), tmp_path / "c.safetensors", output_weights={"Male": [0, 0]})
+    with pytest.raises(FaceattrError, match=r"--weight \* needs 2"):  # "*" by its own name, not an output it expands to
+        make_ensemble(list(members), tmp_path / "e.safetensors", output_weights={"*": [1, 1, 1], "Male": [1, 3]})
     assert not any(tmp_path.iterdir())
     out = tmp_path / "cli.safetensors"
     assert main(["-q", "ensemble", *map(str, members), "--out", str(out), "--weight", "Smiling=1,0"]) == 0

@@ -177,7 +177,11 @@ class OnnxBackend:
         self.providers = providers
         self.threads = threads
         self.spin = spin
-        self.session = self._open(threads)
+        self.session = self._open(threads, spin)
+        # Sessions already opened, by (threads, spin): `predict_many` turns spinning off for its run and back
+        # on after it, and a model loaded for single photos (spin on) would otherwise pay a new session twice
+        # per call. At most two are kept (the current one and the one before it).
+        self._sessions: dict[tuple[int, bool], Any] = {(threads, spin): self.session}
         inputs = self.session.get_inputs()
         if len(inputs) != 1 or inputs[0].name != ONNX_INPUT:
             raise FaceattrError(
@@ -211,8 +215,8 @@ class OnnxBackend:
         if ONNX_OUTPUT not in outputs:
             raise FaceattrError(f"{self.path}: no output named '{ONNX_OUTPUT}' (got {outputs}); export it again")
 
-    def _open(self, threads: int) -> Any:
-        """A new ONNX Runtime session on `self.path` with `threads` intra-op threads (0: ORT's default)."""
+    def _open(self, threads: int, spin: bool) -> Any:
+        """A new ONNX Runtime session on `self.path` with `threads` intra-op threads (0: ORT's default), spinning or not."""
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
@@ -224,7 +228,7 @@ class OnnxBackend:
         # 14.8) and takes the core that `predict_many` decodes and detects on while the classifier
         # runs, so that pipeline and index workers turn it off (`set_threads(..., spin=False)`). The
         # logits are the same either way.
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.spin else "0")
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         if threads > 0:
             opts.intra_op_num_threads = threads
         try:
@@ -239,9 +243,11 @@ class OnnxBackend:
         # it means a new session (tens of ms for our models).
         spin = self.spin if spin is None else spin
         if threads != self.threads or spin != self.spin:
-            self.spin = spin
-            self.session = self._open(threads)
-            self.threads = threads
+            key = (threads, spin)
+            if key not in self._sessions:
+                self._sessions = {(self.threads, self.spin): self.session, key: self._open(threads, spin)}
+            self.spin, self.threads = spin, threads
+            self.session = self._sessions[key]
 
     def logits(self, images: np.ndarray, *, batch_size: int = 64, flip: bool = False) -> np.ndarray:
         """uint8 [N, H, W, 3] -> float32 logits [N, K]."""

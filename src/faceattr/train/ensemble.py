@@ -84,14 +84,16 @@ def _weight_matrix(outputs: Sequence[str], n_members: int, given: Mapping[str, S
     The name "*" stands for every output not named on its own, e.g. {"*": [1, 1, 0], "age": [0, 1, 3]}.
     """
     rows = [[1.0 / n_members] * len(outputs) for _ in range(n_members)]
+    # Checked as the user wrote them, before "*" expands: an error names "*", not the first output it stands for.
+    for name, weights in given.items():
+        if name != "*" and name not in outputs:
+            raise FaceattrError(f"--weight names '{name}', which the members do not predict{did_you_mean(name, outputs)}")
+        if len(weights) != n_members or any(w < 0 for w in weights) or sum(weights) <= 0:
+            raise FaceattrError(f"--weight {name} needs {n_members} non-negative weights, one per member, not all 0; got {list(weights)}")
     named = [n for n in given if n != "*"]
     if "*" in given:
         given = {**{o: given["*"] for o in outputs if o not in named}, **{n: given[n] for n in named}}
     for name, weights in given.items():
-        if name not in outputs:
-            raise FaceattrError(f"--weight names '{name}', which the members do not predict{did_you_mean(name, outputs)}")
-        if len(weights) != n_members or any(w < 0 for w in weights) or sum(weights) <= 0:
-            raise FaceattrError(f"--weight {name} needs {n_members} non-negative weights, one per member, not all 0; got {list(weights)}")
         j = outputs.index(name)
         for i, w in enumerate(weights):
             rows[i][j] = float(w) / float(sum(weights))
