@@ -415,3 +415,26 @@ def test_no_lipstick_check_without_male(evaluation: Any, trained_run: Path, cele
                                   attributes=["Smiling"], subgroups=[], progress=False)).result
     validate_schema(r)
     assert r["lipstick_shortcut"] is None and r["dataset"] == "celeba"
+
+
+def test_onnx_backend_scores_as_torch_does_and_auto_picks_a_current_export(run_copy: Path, celeba_root: Path) -> None:
+    from faceattr.evaluate import EvalConfig, evaluate_model
+    from faceattr.infer import export
+
+    ckpt = run_copy / "best.safetensors"
+    base: dict[str, Any] = {"model": str(ckpt), "data_root": str(celeba_root), "split": "valid", "limit": EVAL_LIMIT,
+                            "subgroups": [], "progress": False}
+    with pytest.raises(FaceattrError, match="no ONNX export"):
+        evaluate_model(EvalConfig(**base, backend="onnx"))
+    from faceattr.cli import main
+
+    assert main(["evaluate", str(ckpt), "--data-root", str(celeba_root), "--limit", "20", "--backend", "onnx"]) == 2
+    by_torch = evaluate_model(EvalConfig(**base))  # auto without an export: torch
+    assert by_torch.result["backend"] == "torch"
+    export(ckpt, ckpt.with_suffix(".onnx"))
+    by_onnx = evaluate_model(EvalConfig(**base))  # auto with a current export beside it: ONNX Runtime
+    assert by_onnx.result["backend"] == "onnx"
+    validate_schema(by_onnx.result)
+    assert by_onnx.filenames == by_torch.filenames
+    np.testing.assert_allclose(by_onnx.probs, by_torch.probs, atol=1e-4)
+    assert evaluate_model(EvalConfig(**base, backend="torch")).result["backend"] == "torch"

@@ -41,6 +41,9 @@ def register(sub: Any) -> None:
                    help="attributes whose values slice every metric (default: Male Young; no names: none)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--backend", default="auto", choices=["auto", "onnx", "torch"],
+                   help="what runs the model: auto (ONNX Runtime where the checkpoint has a current .onnx export "
+                        "beside it, as predict does; else torch), onnx, or torch")
     p.add_argument("--limit", type=int, default=0, help="seeded sample of N images of the split, and of the calibration split (0: all)")
     p.add_argument("--holdout-fraction", type=float, default=-1.0,
                    help="share of train identities carved out as the 'holdout' split (default: the checkpoint's "
@@ -210,7 +213,8 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
         ucfg = UtkEvalConfig(model=args.model, data_root=args.data_root, split=args.split or "test",
                              seed=args.seed, limit=args.limit, device=args.device,
-                             batch_size=args.batch_size, min_n=args.min_n, progress=not args.no_progress)
+                             batch_size=args.batch_size, min_n=args.min_n, progress=not args.no_progress,
+                             backend=args.backend)
         with guard:
             uev = evaluate_utkface(ucfg)
             report = write_report(uev, args.report) if args.report else None
@@ -237,6 +241,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         cache_dir=args.cache_dir,
         workers=args.workers,
         flip=args.flip,
+        backend=args.backend,
         grayscale=args.grayscale,
         swap_clothes=args.swap_clothes,
         progress=not args.no_progress,

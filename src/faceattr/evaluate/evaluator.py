@@ -71,6 +71,8 @@ class EvalConfig:
     cache_dir: str = ""
     workers: int = 0
     flip: bool = False  # average with the mirrored image (test-time augmentation)
+    # auto: ONNX Runtime when the checkpoint has a current export beside it (as `predict` picks), else torch.
+    backend: str = "auto"
     # Evaluate on black-and-white copies of the images (luma in all channels): how much a model
     # trained on colour photos loses on grayscale ones, colour attributes above all.
     grayscale: bool = False
@@ -258,8 +260,17 @@ def _predict(cfg: EvalConfig, split: Any, model: Any, meta: dict[str, Any], colu
                    dynamic_ncols=True, leave=False)
     t0 = time.perf_counter()
     try:
-        logits = predict_logits(model, images, lambda x: normalize_batch(x, pre), batch_size=cfg.batch_size,
-                                device=device, flip=cfg.flip, progress=bar.update if bar is not None else None)
+        if hasattr(model, "session"):  # an OnnxBackend: uint8 frames in, normalisation in its graph
+            chunks = []
+            for start in range(0, len(images), cfg.batch_size):
+                chunk = images[start : start + cfg.batch_size]
+                chunks.append(model.logits(chunk, batch_size=cfg.batch_size, flip=cfg.flip))
+                if bar is not None:
+                    bar.update(len(chunk))
+            logits = np.concatenate(chunks)
+        else:
+            logits = predict_logits(model, images, lambda x: normalize_batch(x, pre), batch_size=cfg.batch_size,
+                                    device=device, flip=cfg.flip, progress=bar.update if bar is not None else None)
     finally:
         if bar is not None:
             bar.close()
@@ -324,6 +335,22 @@ def _check_attributes_in_data(model_attrs: list[str], data_attrs: list[str], pat
         )
 
 
+def _load_model(cfg: EvalConfig, path: Path, device: str) -> tuple[Any, dict[str, Any]]:
+    """(model, metadata): the checkpoint's ONNX Runtime session where `cfg.backend` picks it, else its torch model."""
+    from faceattr.checkpoint import load_checkpoint, read_metadata
+
+    if cfg.backend == "onnx" or (cfg.backend == "auto" and path.with_suffix(".onnx").is_file()):
+        from faceattr.infer import load
+        from faceattr.infer.backends import onnx_backend
+
+        # The same rule as `predict`: a stale or damaged export is an error with --backend onnx, a warning with auto.
+        ob = onnx_backend(load(path, device=device, backend=cfg.backend, spin=False))
+        if ob is not None:
+            logger.info("evaluating %s with ONNX Runtime (%s)", path.name, ob.path)
+            return ob, read_metadata(path)
+    return load_checkpoint(path, device=device)
+
+
 def evaluate_model(cfg: EvalConfig) -> Evaluation:
     """Evaluate `cfg.model` on `cfg.split` of `cfg.data_root`; optionally calibrate and store thresholds."""
     from faceattr.checkpoint import (
@@ -355,7 +382,7 @@ def evaluate_model(cfg: EvalConfig) -> Evaluation:
         cfg = replace(cfg, holdout_fraction=trained)
 
     device = resolve_device(cfg.device)
-    model, meta = load_checkpoint(path, device=str(device))
+    model, meta = _load_model(cfg, path, str(device))
     columns = [model_attrs.index(a) for a in attributes]
     # Subgroup labels ride along in the same load; they need not be predicted by the model.
     load_attrs = attributes + [g for g in subgroups if g not in attributes]
@@ -496,6 +523,7 @@ def evaluate_model(cfg: EvalConfig) -> Evaluation:
         logger.warning("!!! %s", w)
     result["warnings"] = warnings_
     result["device"] = str(device)
+    result["backend"] = "onnx" if hasattr(model, "session") else "torch"
     result["images_per_s"] = round(len(labels) / max(ev.seconds, 1e-9), 2)
     result["seconds"] = round(time.perf_counter() - t_start, 2)
     result["created"] = _now()

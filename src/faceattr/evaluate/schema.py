@@ -76,6 +76,7 @@ written before it existed) and UTKFace (``"utkface"``, further below). The Celeb
 
       "warnings": [str, ...],        # e.g. evaluating on training images, calibrating on the test split
       "device": str, "images_per_s": float, "seconds": float, "created": str,
+      "backend": "onnx" | "torch",   # what ran the model (--backend; absent in older documents)
       "versions": {"faceattr": str, "torch": str, "torchvision": str}
     }
 
@@ -106,8 +107,8 @@ The UTKFace form (`faceattr.evaluate.utk`: gender and age through detection and 
                        "adult_race": {RACE: slice}, "age_70_plus": slice, "under_15": slice},
           "worst_group": null | {"slice": "gender" | "race" | "age_band" | "cell", "group": str,
                                  "gender_accuracy": float, "n": int}},  # lowest accuracy, n >= min_n
-      "warnings": [str, ...], "device": str, "images_per_s": float, "seconds": float,
-      "created": str, "versions": {...}
+      "warnings": [str, ...], "device": str, "backend": "onnx" | "torch", "images_per_s": float,
+      "seconds": float, "created": str, "versions": {...}
     }
 
     slice = {"n_images": int, "n_missed": int,      # images in the slice, and those with no face
@@ -226,6 +227,7 @@ _RUN_PROPS: dict[str, Any] = {
     "data_root": {"type": "string"},
     "warnings": {"type": "array", "items": {"type": "string"}},
     "device": {"type": "string"},
+    "backend": {"enum": ["onnx", "torch"]},  # absent in documents written before it existed
     "images_per_s": {"type": "number", "minimum": 0},
     "seconds": {"type": "number", "minimum": 0},
     "created": {"type": "string"},

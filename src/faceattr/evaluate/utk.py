@@ -43,6 +43,7 @@ class UtkEvalConfig:
     limit: int = 0  # 0: every image of the split; N: a seeded sample of N
     device: str = "auto"
     batch_size: int = 64  # faces classified per batch
+    backend: str = "auto"  # auto | onnx | torch, as `faceattr predict --backend`
     min_n: int = 20  # smallest slice (detected faces) that can be named the worst group
     progress: bool = True
 
@@ -95,6 +96,7 @@ def evaluate_utkface(cfg: UtkEvalConfig) -> UtkEvaluation:
     from faceattr.data.utkface import AGE_BANDS, RACES, load_utkface
     from faceattr.evaluate.evaluator import _now, _run_fields
     from faceattr.evaluate.groups import group_metrics
+    from faceattr.infer.backends import onnx_backend
     from faceattr.runtime import resolve_device
 
     if cfg.limit < 0:
@@ -117,7 +119,7 @@ def evaluate_utkface(cfg: UtkEvalConfig) -> UtkEvaluation:
     if len(split) == 0:
         raise FaceattrError(f"split '{cfg.split}' of {cfg.data_root} has no images; choose another with --split")
     device = resolve_device(cfg.device)
-    model = fi.load(cfg.model, device=str(device))
+    model = fi.load(cfg.model, device=str(device), backend=cfg.backend)
     meta = model.meta
     male_col = model.attributes.index("Male")
     threshold = float(model.thresholds[male_col])
@@ -192,6 +194,7 @@ def evaluate_utkface(cfg: UtkEvalConfig) -> UtkEvaluation:
         "groups": groups,
         "warnings": warnings_,
         "device": str(device),
+        "backend": "onnx" if onnx_backend(model) is not None else "torch",
         "images_per_s": round(n / max(seconds, 1e-9), 2),
         "seconds": round(time.perf_counter() - t_start, 2),
         "created": _now(),
