@@ -232,6 +232,7 @@ def _predict(cfg: EvalConfig, split: Any, model: Any, meta: dict[str, Any], colu
 
     from faceattr.data.cache import build_cache
     from faceattr.data.transforms import Preprocess, normalize_batch
+    from faceattr.infer.backends import OnnxBackend
     from faceattr.runtime import logits_to_probs, predict_logits
 
     pre = Preprocess.from_dict(meta["preprocess"])
@@ -260,7 +261,7 @@ def _predict(cfg: EvalConfig, split: Any, model: Any, meta: dict[str, Any], colu
                    dynamic_ncols=True, leave=False)
     t0 = time.perf_counter()
     try:
-        if hasattr(model, "session"):  # an OnnxBackend: uint8 frames in, normalisation in its graph
+        if isinstance(model, OnnxBackend):  # uint8 frames in, normalisation in its graph
             chunks = []
             for start in range(0, len(images), cfg.batch_size):
                 chunk = images[start : start + cfg.batch_size]
@@ -361,6 +362,7 @@ def evaluate_model(cfg: EvalConfig) -> Evaluation:
         versions,
     )
     from faceattr.data import read_attribute_names
+    from faceattr.infer.backends import OnnxBackend
     from faceattr.runtime import resolve_device
 
     _check_config(cfg)
@@ -523,7 +525,7 @@ def evaluate_model(cfg: EvalConfig) -> Evaluation:
         logger.warning("!!! %s", w)
     result["warnings"] = warnings_
     result["device"] = str(device)
-    result["backend"] = "onnx" if hasattr(model, "session") else "torch"
+    result["backend"] = "onnx" if isinstance(model, OnnxBackend) else "torch"
     result["images_per_s"] = round(len(labels) / max(ev.seconds, 1e-9), 2)
     result["seconds"] = round(time.perf_counter() - t_start, 2)
     result["created"] = _now()
