@@ -237,8 +237,8 @@ class OnnxBackend:
             raise FaceattrError(f"{self.path}: not a loadable ONNX model ({str(e).splitlines()[0]})") from None
 
     def set_threads(self, threads: int, *, spin: bool | None = None) -> None:
-        """Reopen the session with `threads` intra-op threads (0: ORT's default), e.g. one share of the cores
-        per worker, and with its threads spinning between operators or not (None: as before)."""
+        """Run on a session with `threads` intra-op threads (0: ORT's default), e.g. one share of the cores per
+        worker, and with its threads spinning between operators or not (None: as before); opened unless kept."""
         # ORT fixes its thread pool when a session is created and ignores OMP_NUM_THREADS, so capping
         # it means a new session (tens of ms for our models).
         spin = self.spin if spin is None else spin
