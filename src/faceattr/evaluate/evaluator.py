@@ -338,24 +338,23 @@ def _check_attributes_in_data(model_attrs: list[str], data_attrs: list[str], pat
 
 def _load_model(cfg: EvalConfig, path: Path, device: str) -> tuple[Any, dict[str, Any]]:
     """(model, metadata): the checkpoint's ONNX Runtime session where `cfg.backend` picks it, else its torch model."""
-    from faceattr.checkpoint import load_checkpoint, read_metadata
+    from faceattr.checkpoint import read_metadata
+    from faceattr.infer import load
+    from faceattr.infer.backends import onnx_backend
 
-    if cfg.backend == "onnx" or (cfg.backend == "auto" and path.with_suffix(".onnx").is_file()):
-        from faceattr.infer import load
-        from faceattr.infer.backends import onnx_backend
-
-        # The same rule as `predict`: a stale or damaged export is an error with --backend onnx, a warning with auto.
-        ob = onnx_backend(load(path, device=device, backend=cfg.backend, spin=False))
-        if ob is not None:
-            logger.info("evaluating %s with ONNX Runtime (%s)", path.name, ob.path)
-            return ob, read_metadata(path)
-    return load_checkpoint(path, device=device)
+    # `predict`'s own rule, and its one load: a stale or damaged export is an error with --backend onnx and,
+    # with auto, a warning and the torch model it loaded instead.
+    am = load(path, device=device, backend=cfg.backend, spin=False)
+    ob = onnx_backend(am)
+    if ob is not None:
+        logger.info("evaluating %s with ONNX Runtime (%s)", path.name, ob.path)
+        return ob, read_metadata(path)  # the checkpoint's own metadata (its thresholds), as on torch
+    return am.backend.model, am.meta
 
 
 def evaluate_model(cfg: EvalConfig) -> Evaluation:
     """Evaluate `cfg.model` on `cfg.split` of `cfg.data_root`; optionally calibrate and store thresholds."""
     from faceattr.checkpoint import (
-        load_checkpoint,
         read_metadata,
         resolve_checkpoint,
         update_metadata,
