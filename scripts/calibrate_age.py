@@ -33,9 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     from sklearn.linear_model import QuantileRegressor
 
     import faceattr
-    from faceattr.checkpoint import read_metadata, update_metadata
+    from faceattr.checkpoint import read_metadata
     from faceattr.data.transforms import Preprocess
     from faceattr.data.utkface import ChipFrame, load_utkface
+    from faceattr.infer.model import update_metadata  # keeps a current ONNX export beside it current
 
     meta = read_metadata(args.checkpoint)
     if not meta.get("age"):

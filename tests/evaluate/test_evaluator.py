@@ -161,6 +161,23 @@ def test_calibration_is_saved_and_reported_with_a_loud_warning(run_copy: Path, c
     assert later["calibration"]["warning"]
 
 
+def test_calibration_keeps_the_onnx_export_beside_the_checkpoint_current(run_copy: Path, celeba_root: Path) -> None:
+    from faceattr.evaluate import EvalConfig, evaluate_model
+    from faceattr.infer import export, load
+
+    ckpt = run_copy / "best.safetensors"
+    export(ckpt, ckpt.with_suffix(".onnx"), sidecar_json=False)
+    assert load(ckpt).backend.name == "onnx"
+    r = evaluate_model(EvalConfig(model=str(run_copy), data_root=str(celeba_root), split="valid", limit=120,
+                                  calibrate="accuracy", subgroups=[], progress=False)).result
+    assert r["calibration"]["saved"] is True
+    # predict still runs ONNX Runtime (not torch after a stale-export warning), with the new thresholds.
+    model = load(ckpt)
+    assert model.backend.name == "onnx"
+    assert list(model.thresholds) == pytest.approx([r["calibration"]["thresholds"][a] for a in model.attributes])
+    assert load(ckpt, backend="onnx").backend.name == "onnx"  # the strict backend takes it too
+
+
 def test_mixed_calibration_records_its_weight_and_beats_one_half_on_its_own_objective(run_copy: Path,
                                                                                     celeba_root: Path) -> None:
     from faceattr.evaluate import EvalConfig, evaluate_model

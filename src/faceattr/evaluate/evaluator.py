@@ -354,14 +354,10 @@ def _load_model(cfg: EvalConfig, path: Path, device: str) -> tuple[Any, dict[str
 
 def evaluate_model(cfg: EvalConfig) -> Evaluation:
     """Evaluate `cfg.model` on `cfg.split` of `cfg.data_root`; optionally calibrate and store thresholds."""
-    from faceattr.checkpoint import (
-        read_metadata,
-        resolve_checkpoint,
-        update_metadata,
-        versions,
-    )
+    from faceattr.checkpoint import read_metadata, resolve_checkpoint, versions
     from faceattr.data import read_attribute_names
     from faceattr.infer.backends import OnnxBackend
+    from faceattr.infer.model import update_metadata
     from faceattr.runtime import resolve_device
 
     _check_config(cfg)
@@ -481,6 +477,8 @@ def evaluate_model(cfg: EvalConfig) -> Evaluation:
             full = [float(t) for t in stored]
             for a, t in zip(attributes, thresholds, strict=True):
                 full[model_attrs.index(a)] = float(t)
+            # Through infer's update_metadata: a current ONNX export beside the checkpoint gets the same
+            # thresholds, so `predict` and `evaluate` keep running it instead of falling back to torch.
             update_metadata(path, {"thresholds": full, "calibration": {k: v for k, v in calibration.items() if k != "source"}})
             saved = True
             logger.info("saved calibrated thresholds into %s", path)

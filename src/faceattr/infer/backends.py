@@ -34,6 +34,8 @@ __all__ = [
     "SOURCE_SHA256_KEY",
     "CONTENT_SHA256_KEY",
     "content_sha256",
+    "export_metadata",
+    "rewrite_export_metadata",
 ]
 
 logger = logging.getLogger(__name__)
@@ -286,6 +288,58 @@ def _wrapper(model: Any, preprocess: Any) -> Any:
             return self.model(normalize_batch(x, preprocess))
 
     return _WithNormalize().eval()
+
+
+def export_metadata(data: bytes) -> dict[str, str]:
+    """The metadata_props (key -> value) of a serialized ONNX model, read without onnx or onnxruntime."""
+    props: dict[str, str] = {}
+    for field, start, end in _top_level_fields(data):
+        if field != _METADATA_FIELD:
+            continue
+        _, pos = _varint(data, start)  # the field's tag
+        _, pos = _varint(data, pos)  # and its length: the entry message follows
+        entry = data[pos:end]
+        kv: dict[int, str] = {}
+        for sub, s0, s1 in _top_level_fields(entry):
+            _, q = _varint(entry, s0)
+            _, q = _varint(entry, q)
+            kv[sub] = entry[q:s1].decode("utf-8")
+        if 1 in kv:
+            props[kv[1]] = kv.get(2, "")  # protobuf: a repeated key's last entry wins, as ONNX Runtime reads it
+    return props
+
+
+def rewrite_export_metadata(path: str | Path, meta: dict[str, Any], source_sha256: str) -> Path:
+    """Put a checkpoint's new metadata and sha256 into its export in place (atomically), graph bytes untouched.
+
+    For metadata-only changes to a checkpoint (calibrated thresholds, an age calibration): the export
+    stays the checkpoint's, so ONNX Runtime keeps running it instead of it turning stale. A file whose
+    content digest does not match (damaged, or edited since `faceattr export`) is refused.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+        old = export_metadata(data)
+        digest = content_sha256(data)
+    except (OSError, ValueError) as e:
+        raise FaceattrError(f"{path}: cannot read the export ({e}); export it again") from None
+    if old.get(CONTENT_SHA256_KEY) not in (None, digest):
+        raise FaceattrError(f"{path} was changed or damaged after `faceattr export` wrote it; export it again")
+    side = dict(meta)
+    try:
+        onnx_block = json.loads(old.get(META_KEY, "{}")).get("onnx")
+    except (ValueError, AttributeError):
+        onnx_block = None
+    if isinstance(onnx_block, dict):
+        side["onnx"] = {**onnx_block, "source_sha256": source_sha256}
+    body = b"".join(
+        bytes(memoryview(data)[start:end]) for field, start, end in _top_level_fields(data) if field != _METADATA_FIELD
+    )
+    kept = {k: v for k, v in old.items() if k not in (META_KEY, SOURCE_SHA256_KEY, CONTENT_SHA256_KEY)}
+    props = {**kept, META_KEY: json.dumps(side), SOURCE_SHA256_KEY: source_sha256, CONTENT_SHA256_KEY: digest}
+    with atomic_output(path, "ONNX export") as tmp:
+        tmp.write_bytes(body + b"".join(_metadata_entry(k, v) for k, v in props.items()))
+    return path
 
 
 def _store_half(proto: Any) -> int:

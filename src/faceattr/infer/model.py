@@ -599,6 +599,34 @@ def sample_path(name: str = "grace_hopper") -> Path:
     return hits[0]
 
 
+def update_metadata(ckpt: str | Path, changes: dict[str, Any]) -> dict[str, Any]:
+    """`checkpoint.update_metadata`, keeping a current ONNX export beside the checkpoint current; returns the new metadata.
+
+    Thresholds and other metadata live in the export too, and it records the checkpoint's sha256, so
+    without this a calibration would turn the export stale and send `predict` back to torch.
+    """
+    from faceattr.checkpoint import file_sha256
+    from faceattr.checkpoint import update_metadata as update_checkpoint
+    from faceattr.infer.backends import SOURCE_SHA256_KEY, export_metadata, rewrite_export_metadata
+
+    ckpt = Path(ckpt)
+    onnx_path = ckpt.with_suffix(".onnx")
+    current = False
+    if onnx_path.is_file():
+        try:
+            current = export_metadata(onnx_path.read_bytes()).get(SOURCE_SHA256_KEY) == file_sha256(ckpt)
+        except (OSError, ValueError):
+            current = False  # unreadable: `load` says so when it meets it; the checkpoint is what matters here
+    meta = update_checkpoint(ckpt, changes)
+    if current:
+        try:
+            rewrite_export_metadata(onnx_path, meta, file_sha256(ckpt))
+            logger.info("updated the metadata inside %s too, so it stays the export of %s", onnx_path, ckpt.name)
+        except FaceattrError as e:
+            logger.warning("%s; it is now stale (re-export it with `%s`)", e, _refresh_hint(ckpt))
+    return meta
+
+
 def export(
     name_or_path: str | Path, onnx_path: str | Path, *, opset: int | None = None, sidecar_json: bool = True,
     half_weights: bool = False,
