@@ -336,9 +336,8 @@ def _check_attributes_in_data(model_attrs: list[str], data_attrs: list[str], pat
         )
 
 
-def _load_model(cfg: EvalConfig, path: Path, device: str) -> tuple[Any, dict[str, Any]]:
-    """(model, metadata): the checkpoint's ONNX Runtime session where `cfg.backend` picks it, else its torch model."""
-    from faceattr.checkpoint import read_metadata
+def _load_model(cfg: EvalConfig, path: Path, device: str) -> Any:
+    """The checkpoint's ONNX Runtime session where `cfg.backend` picks it, else its torch model."""
     from faceattr.infer import load
     from faceattr.infer.backends import onnx_backend
 
@@ -348,8 +347,8 @@ def _load_model(cfg: EvalConfig, path: Path, device: str) -> tuple[Any, dict[str
     ob = onnx_backend(am)
     if ob is not None:
         logger.info("evaluating %s with ONNX Runtime (%s)", path.name, ob.path)
-        return ob, read_metadata(path)  # the checkpoint's own metadata (its thresholds), as on torch
-    return am.backend.model, am.meta
+        return ob
+    return am.backend.model
 
 
 def evaluate_model(cfg: EvalConfig) -> Evaluation:
@@ -379,7 +378,8 @@ def evaluate_model(cfg: EvalConfig) -> Evaluation:
         cfg = replace(cfg, holdout_fraction=trained)
 
     device = resolve_device(cfg.device)
-    model, meta = _load_model(cfg, path, str(device))
+    # The metadata stays the checkpoint's own, read above (its thresholds), whichever backend runs it.
+    model = _load_model(cfg, path, str(device))
     columns = [model_attrs.index(a) for a in attributes]
     # Subgroup labels ride along in the same load; they need not be predicted by the model.
     load_attrs = attributes + [g for g in subgroups if g not in attributes]

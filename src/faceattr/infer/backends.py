@@ -93,6 +93,13 @@ def _top_level_fields(data: bytes) -> Iterator[tuple[int, int, int]]:
         yield field, start, pos
 
 
+def _payload(data: bytes, start: int, end: int) -> bytes:
+    """The payload of the length-delimited field at data[start:end] (as `_top_level_fields` gives it)."""
+    _, pos = _varint(data, start)  # the tag
+    _, pos = _varint(data, pos)  # the length
+    return data[pos:end]
+
+
 def content_sha256(data: bytes) -> str:
     """sha256 of a serialized ONNX model's top-level fields except its metadata_props (where it is kept)."""
     h = hashlib.sha256()
@@ -296,14 +303,8 @@ def export_metadata(data: bytes) -> dict[str, str]:
     for field, start, end in _top_level_fields(data):
         if field != _METADATA_FIELD:
             continue
-        _, pos = _varint(data, start)  # the field's tag
-        _, pos = _varint(data, pos)  # and its length: the entry message follows
-        entry = data[pos:end]
-        kv: dict[int, str] = {}
-        for sub, s0, s1 in _top_level_fields(entry):
-            _, q = _varint(entry, s0)
-            _, q = _varint(entry, q)
-            kv[sub] = entry[q:s1].decode("utf-8")
+        entry = _payload(data, start, end)  # a StringStringEntryProto: key = field 1, value = field 2
+        kv = {sub: _payload(entry, s0, s1).decode("utf-8") for sub, s0, s1 in _top_level_fields(entry)}
         if 1 in kv:
             props[kv[1]] = kv.get(2, "")  # protobuf: a repeated key's last entry wins, as ONNX Runtime reads it
     return props
