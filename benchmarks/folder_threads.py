@@ -1,13 +1,14 @@
 """Is `faceattr predict DIR` losing time to its thread settings? Four settings on one folder, in one run.
 
-    .venv/bin/python benchmarks/folder_threads.py                 # 300 UTKFace photos, 3 rounds
-    .venv/bin/python benchmarks/folder_threads.py --n 600 --rounds 5
+    .venv/bin/python benchmarks/folder_threads.py                 # 600 UTKFace photos, 3 rounds
+    .venv/bin/python benchmarks/folder_threads.py --n 300 --rounds 5
 
 The folder path (`AttributeModel.predict_many` with prefetch, what `faceattr predict DIR` runs) reads,
 detects and aligns on a background thread while ONNX Runtime classifies on the main one. On a 2-core
 machine that can mean four busy threads on two cores: ONNX Runtime's two intra-op threads and OpenCV's
 two (YuNet runs on OpenCV's DNN module). This script times, in one process and in round-robin order,
-the shipped default on the same seeded UTKFace photos with: the settings `faceattr predict` uses; OpenCV
+the shipped default on the same seeded UTKFace photos (chosen as `predict_latency.py --folder` chooses them,
+so `--n 600` is that benchmark's folder) with: the settings `faceattr predict` uses; OpenCV
 on one thread; ONNX Runtime on one thread; both on one thread (the classifier on one core, detection on
 the other); and both on one thread with two prefetch workers. It prints the median wall and CPU seconds
 per setting and photos/s. The target it serves is issue 16's folder throughput (at least the
@@ -19,11 +20,14 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import random
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent))
 
 SETTINGS = {
     # name: (OpenCV threads or None for OpenCV's default, ONNX Runtime threads or None for the model's, workers)
@@ -36,27 +40,31 @@ SETTINGS = {
 
 
 def main() -> None:
-    """Time every setting on the same photos in round-robin rounds; print medians."""
+    """Select the photos, load the model, time the settings."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="default")
     ap.add_argument("--utkface", type=Path, default=Path("../shared/utkface"))
-    ap.add_argument("--n", type=int, default=300, help="photos (seeded sample)")
+    ap.add_argument("--n", type=int, default=600, help="photos (seeded sample; 600 is predict_latency.py's folder)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
+    from predict_latency import select_photos
+
+    import faceattr
+
+    with tempfile.TemporaryDirectory() as tmp:
+        files = select_photos(args.utkface, args.n, args.seed, Path(tmp) / "photos")
+        time_settings(args, files, faceattr.load(args.model))
+
+
+def time_settings(args: argparse.Namespace, files: list[Path], model: Any) -> None:
+    """Time every setting on `files` in round-robin rounds and print the medians."""
     import cv2
     import onnxruntime
 
-    import faceattr
     from faceattr.infer.model import onnx_backend
 
-    files = sorted(args.utkface.rglob("*.jpg"))
-    if not files:
-        sys.exit(f"no UTKFace photos under {args.utkface}; pass --utkface DIR")
-    random.Random(args.seed).shuffle(files)
-    files = files[: args.n]
-    model = faceattr.load(args.model)
     ort = onnx_backend(model)
     if ort is None:
         sys.exit(f"model '{args.model}' has no current ONNX export: this measures the ONNX Runtime path")
