@@ -53,6 +53,8 @@ def frames(celeba: Path, n: int, skip: int) -> np.ndarray:
 
 def session(path: Path) -> object:
     """A CPU session as `faceattr` opens one (all graph optimisations, threads spinning)."""
+    # Not faceattr.infer.backends.OnnxBackend: the quantized copies keep the export's metadata, content digest
+    # included, and OnnxBackend rightly refuses a graph whose content no longer matches it.
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
