@@ -42,7 +42,8 @@ def member_logits(path: Path, split: str, args: argparse.Namespace) -> tuple[np.
         logits, labels, attrs, _ = celeba_logits(path, "holdout", opts, args.cache)
         return logits, {"male": labels[:, attrs.index("Male")]}
     meta = read_metadata(path)
-    key = f"{path.resolve()}|{path.stat().st_mtime_ns}|{split}|{args.flip}"
+    landmarks = getattr(args, "utk_landmarks", "") or ""
+    key = f"{path.resolve()}|{path.stat().st_mtime_ns}|{split}|{args.flip}" + (f"|{landmarks}" if landmarks else "")
     out = args.cache / f"w-{hashlib.sha1(key.encode()).hexdigest()[:16]}.npz"
     if out.is_file():
         z = np.load(out)
@@ -50,7 +51,8 @@ def member_logits(path: Path, split: str, args: argparse.Namespace) -> tuple[np.
     cfg = meta.get("config") or {}
     pre = Preprocess.from_dict(meta["preprocess"])
     utk = load_utkface(args.utkface, "valid", seed=int(cfg.get("seed", 0)))
-    images = build_cache(utk.paths, pre, frame=ChipFrame()).images
+    # With a landmarks file (scripts/utk_landmarks.py) the chips are framed as predict frames them.
+    images = build_cache(utk.paths, pre, frame=ChipFrame(landmarks=landmarks)).images
     labels = {"male": utk.male, "age": utk.age, "race": utk.race}
     torch.set_grad_enabled(False)
     model, _ = load_checkpoint(path)

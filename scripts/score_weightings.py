@@ -41,6 +41,8 @@ def main() -> None:
     ap.add_argument("--celeba", default="../shared/celeba")
     ap.add_argument("--utkface", default="../shared/utkface")
     ap.add_argument("--cache", type=Path, default=Path("runs/.ensemble_logits"))
+    ap.add_argument("--utk-landmarks", default="", metavar="TSV",
+                    help="frame UTKFace valid chips by these landmarks (scripts/utk_landmarks.py): as predict does")
     args = ap.parse_args()
 
     flips = [m.endswith("@flip") for m in args.members]
@@ -53,7 +55,7 @@ def main() -> None:
 
     def opts(flip: bool) -> argparse.Namespace:
         return argparse.Namespace(celeba=args.celeba, utkface=args.utkface, data_root=args.celeba, cache=args.cache,
-                                  grayscale=False, flip=flip)
+                                  grayscale=False, flip=flip, utk_landmarks=args.utk_landmarks)
 
     celeba = {s: [celeba_logits(p, s, opts(f), args.cache) for p, f in zip(paths, flips, strict=True)]
               for s in ("holdout", "valid")}
@@ -80,7 +82,7 @@ def main() -> None:
         f = figures(u_male, u_age, labels, age_scale)
         adult_men = (labels["age"] >= 15) & (labels["male"] >= 0.5)
         men = float(((u_male >= 0) == (labels["male"] >= 0.5))[adult_men].mean())
-        lines.append(f"UTKFace valid: adults {f['adults']:.4f} women {f['women']:.4f} men {men:.4f} worst race "
+        lines.append(f"UTKFace valid{' (as predict frames it)' if args.utk_landmarks else ''}: adults {f['adults']:.4f} women {f['women']:.4f} men {men:.4f} worst race "
                      f"{f['worst_race']:.4f} ({f['worst_race_name']}) 70+ {f['70+']:.3f} under 15 {f['under15']:.3f} "
                      f"age MAE {f['age_mae']:.2f}")
         print("\n  ".join(lines), flush=True)

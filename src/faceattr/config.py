@@ -53,6 +53,9 @@ class SourceConfig:
     balance_power: float = 0.5
     limit: int = 0  # 0: every training image of the source; N: a seeded sample
     val_limit: int = 0
+    # UTKFace only: a TSV of each chip's landmarks as `predict` finds them (scripts/utk_landmarks.py);
+    # "" places every chip by the chips' mean landmarks instead.
+    landmarks: str = ""
 
 
 @dataclass

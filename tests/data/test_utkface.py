@@ -156,3 +156,54 @@ def test_a_copy_with_the_chips_directly_in_root_is_found(utkface_root: Path, tmp
         shutil.copy(p, tmp_path / p.name)
     assert is_utkface(tmp_path)
     assert len(load_utkface(tmp_path, "all")) == 5
+
+
+def _write_landmarks(path: Path, rows: dict[str, np.ndarray | None]) -> Path:
+    path.write_text("".join(name + ("" if pts is None else "".join(f"\t{v}" for v in np.ravel(pts))) + "\n"
+                            for name, pts in rows.items()))
+    return path
+
+
+def test_chip_frame_with_landmarks_frames_each_listed_chip_by_its_own(utkface_root: Path, tmp_path: Path) -> None:
+    # A chip listed with its own landmarks is placed by them (as predict aligns it); one listed without
+    # (no face found) or not listed keeps the chips' mean framing.
+    from faceattr.data.geometry import TEMPLATE, similarity_transform
+    from faceattr.data.transforms import Preprocess
+    from faceattr.data.utkface import UTK_TEMPLATE, read_chip_landmarks
+
+    a, b, c = load_utkface(utkface_root, "valid", limit=3).paths
+    shifted = UTK_TEMPLATE + [12.0, -6.0]  # the face 12 px further right and 6 px higher in the chip
+    lm = _write_landmarks(tmp_path / "lm.tsv", {a.name: shifted, b.name: None})
+    assert set(read_chip_landmarks(str(lm))) == {a.name}
+    frame, plain = ChipFrame(landmarks=str(lm)), ChipFrame()
+    np.testing.assert_allclose(frame.matrix(200, 200, a.name), similarity_transform(shifted, TEMPLATE))
+    for name in (b.name, c.name, None):
+        np.testing.assert_allclose(frame.matrix(200, 200, name), plain.matrix(200, 200))
+    pre = Preprocess(size=(218, 178))
+    with Image.open(a) as img:
+        own, mean = frame(img, pre, a).astype(float), plain(img, pre).astype(float)
+    # The own framing moves the chip 12 px left in the frame (the template maps chip px ~1:0.5 into it).
+    assert np.abs(own - mean).mean() > 5
+    scale = float(np.hypot(*similarity_transform(UTK_TEMPLATE, TEMPLATE)[:, 0]))
+    moved = np.roll(mean, -round(12 * scale), axis=1)
+    assert np.abs(own - moved)[40:180, 50:130].mean() < np.abs(own - mean)[40:180, 50:130].mean() / 3
+    with Image.open(b) as img:
+        assert np.array_equal(frame(img, pre, b), plain(img, pre))
+
+
+def test_landmark_files_key_the_cache_and_bad_ones_get_one_line_errors(utkface_root: Path, tmp_path: Path) -> None:
+    from faceattr.data.utkface import UTK_TEMPLATE, read_chip_landmarks
+
+    name = load_utkface(utkface_root, "valid", limit=1).paths[0].name
+    one = _write_landmarks(tmp_path / "one.tsv", {name: UTK_TEMPLATE + 1})
+    two = _write_landmarks(tmp_path / "two.tsv", {name: UTK_TEMPLATE + 2})
+    keys = {ChipFrame().key, ChipFrame(landmarks=str(one)).key, ChipFrame(landmarks=str(two)).key}
+    assert len(keys) == 3  # new landmarks, new cached pixels
+    with pytest.raises(FaceattrError, match="cannot read the landmarks file .*utk_landmarks.py"):
+        _ = ChipFrame(landmarks=str(tmp_path / "missing.tsv")).key
+    (tmp_path / "short.tsv").write_text(f"{name}\t1.0\t2.0\n")
+    with pytest.raises(FaceattrError, match="line 1: expected a file name and 10 coordinates, got 2"):
+        read_chip_landmarks(str(tmp_path / "short.tsv"))
+    (tmp_path / "nan.tsv").write_text(name + "\tx" * 10 + "\n")
+    with pytest.raises(FaceattrError, match="line 1: a coordinate is not a number"):
+        read_chip_landmarks(str(tmp_path / "nan.tsv"))

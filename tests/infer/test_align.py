@@ -198,3 +198,21 @@ def test_antialiased_warp_lands_where_the_plain_warp_does(celeba_root: Path) -> 
     assert exact < 2
     # A quarter-pixel slip either way already doubles the difference.
     assert all(exact < diff_to_plain(dx, dy) for dx, dy in ((0.25, 0), (-0.25, 0), (0, 0.25), (0, -0.25)))
+
+
+def test_largest_face_landmarks_align_a_photo_as_predict_does(small_model, grace: Path, astronaut: Path) -> None:
+    # scripts/utk_landmarks.py frames training chips by these points: the crop they give must be the
+    # crop predict classifies, pixel for pixel.
+    from faceattr.infer.align import largest_face_landmarks
+    from faceattr.infer.image_io import load_rgb
+
+    for photo in (grace, astronaut):
+        rgb = load_rgb(photo)
+        pts = largest_face_landmarks(rgb, small_model.detector.detect, refine_passes=small_model.refine_passes)
+        assert pts is not None and pts.shape == (5, 2)
+        crop, _ = align_face(rgb, pts)
+        face = small_model.predict(photo)[0]
+        assert np.array_equal(crop, np.asarray(face.crop))
+        raw = np.asarray(face.landmarks)  # the detector's first look, before refinement
+        assert 0 < np.abs(pts - raw).max() < 0.1 * face.box[2]  # a correction, not another face
+    assert largest_face_landmarks(np.full((120, 100, 3), 127, np.uint8), small_model.detector.detect) is None

@@ -47,8 +47,8 @@ class Frame(Protocol):
         """A stable description of the framing, part of the cache key."""
         ...
 
-    def __call__(self, img: Image.Image, pre: Preprocess) -> np.ndarray:
-        """Opened image -> model input uint8 [H, W, 3]."""
+    def __call__(self, img: Image.Image, pre: Preprocess, path: str | Path | None = None) -> np.ndarray:
+        """Opened image (read from `path`) -> model input uint8 [H, W, 3]."""
         ...
 
 
@@ -97,7 +97,7 @@ def _cache_key(paths: Sequence[Path], pre: Preprocess, frame: Frame | None = Non
 def _decode_one(path: Path, pre: Preprocess, frame: Frame | None = None) -> np.ndarray:
     """Decode and prepare one image file (raises on unreadable, corrupt or truncated files)."""
     with Image.open(path) as img:
-        return prepare_image(img, pre) if frame is None else frame(img, pre)
+        return prepare_image(img, pre) if frame is None else frame(img, pre, path)
 
 
 def _decode_chunk(target: str, shape: tuple[int, ...], pre: Preprocess, items: list[tuple[int, str]],

@@ -14,6 +14,7 @@ the chip is filled by edge replication, exactly as `predict` fills it when it al
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections import Counter
@@ -35,6 +36,7 @@ __all__ = [
     "UTK_SPLITS",
     "UtkSplit",
     "ChipFrame",
+    "read_chip_landmarks",
     "parse_utk_name",
     "age_band",
     "is_utkface",
@@ -68,26 +70,78 @@ _BLOCK = 32  # images per DATETIME block of the split: a run of one person's pho
 
 @dataclass(frozen=True)
 class ChipFrame:
-    """Decode a UTKFace chip and place it in CelebA's 178x218 aligned frame (picklable for cache workers)."""
+    """Decode a UTKFace chip and place it in CelebA's 178x218 aligned frame (picklable for cache workers).
+
+    By default every chip is placed by one fixed similarity (`template`: the chips' mean landmarks).
+    With `landmarks` (a TSV written by scripts/utk_landmarks.py: file name, then the 10 coordinates
+    `predict` aligns that chip by) each listed chip is placed by its own landmarks instead, so training
+    sees the chips framed exactly as `predict` and `faceattr evaluate` will frame them; chips the file
+    lists without landmarks (no face found) keep the fixed similarity.
+    """
 
     template: tuple[tuple[float, float], ...] = tuple(map(tuple, UTK_TEMPLATE.tolist()))
+    landmarks: str = ""
 
     @property
     def key(self) -> str:
         """What the cache key needs to know about this framing."""
-        return f"utk-chip-frame-v1:{self.template}"
+        if not self.landmarks:
+            return f"utk-chip-frame-v1:{self.template}"
+        return f"utk-chip-frame-v1:{self.template}:landmarks={_landmarks_digest(self.landmarks)}"
 
-    def matrix(self, width: int, height: int) -> np.ndarray:
-        """The 2x3 map from a chip of this size into the frame (the template is for 200x200 chips)."""
+    def matrix(self, width: int, height: int, name: str | None = None) -> np.ndarray:
+        """The 2x3 map from a chip of this size (file `name`, if it has landmarks of its own) into the frame."""
+        if name is not None and self.landmarks:
+            own = read_chip_landmarks(self.landmarks).get(name)
+            if own is not None:
+                return similarity_transform(own, TEMPLATE)
         src = np.asarray(self.template, dtype=np.float64) * [width / 200.0, height / 200.0]
         return similarity_transform(src, TEMPLATE)
 
-    def __call__(self, img: Image.Image, pre: Preprocess) -> np.ndarray:
-        """Chip (PIL) -> model input uint8 [H, W, 3], framed like an aligned CelebA crop."""
+    def __call__(self, img: Image.Image, pre: Preprocess, path: str | Path | None = None) -> np.ndarray:
+        """Chip (PIL, read from `path`) -> model input uint8 [H, W, 3], framed like an aligned CelebA crop."""
         img.load()
         rgb = np.asarray(img.convert("RGB"))
-        framed = warp_to_frame(rgb, self.matrix(rgb.shape[1], rgb.shape[0]), FRAME_SIZE)
+        name = Path(path).name if path is not None else None
+        framed = warp_to_frame(rgb, self.matrix(rgb.shape[1], rgb.shape[0], name), FRAME_SIZE)
         return prepare_image(Image.fromarray(framed), pre)
+
+
+def _landmarks_digest(path: str) -> str:
+    """sha256 of a landmarks file (part of the cache key: new landmarks, new cached pixels)."""
+    import hashlib
+
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    except OSError as e:
+        raise FaceattrError(f"cannot read the landmarks file {path}: {e.strerror or e}; "
+                            "write it with scripts/utk_landmarks.py or drop `landmarks`") from None
+
+
+@functools.lru_cache(maxsize=4)
+def read_chip_landmarks(path: str) -> dict[str, np.ndarray]:
+    """{file name: [5, 2] landmarks} from a TSV of scripts/utk_landmarks.py (names listed alone are left out)."""
+    out: dict[str, np.ndarray] = {}
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise FaceattrError(f"cannot read the landmarks file {path}: {e.strerror or e}; "
+                            "write it with scripts/utk_landmarks.py or drop `landmarks`") from None
+    for n, line in enumerate(text.splitlines(), 1):
+        fields = line.rstrip("\n").split("\t")
+        if not fields[0]:
+            continue
+        if len(fields) == 1:
+            continue
+        if len(fields) != 11:
+            raise FaceattrError(f"{path} line {n}: expected a file name and 10 coordinates, got {len(fields) - 1} "
+                                "values; write the file again with scripts/utk_landmarks.py")
+        try:
+            out[fields[0]] = np.asarray([float(v) for v in fields[1:]], dtype=np.float64).reshape(5, 2)
+        except ValueError:
+            raise FaceattrError(f"{path} line {n}: a coordinate is not a number; write the file again with "
+                                "scripts/utk_landmarks.py") from None
+    return out
 
 
 @dataclass

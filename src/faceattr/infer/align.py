@@ -33,6 +33,7 @@ __all__ = [
     "warp_to_frame",
     "align_face",
     "refine_landmarks",
+    "largest_face_landmarks",
     "frame_whole_image",
     "fit_aligned",
 ]
@@ -85,6 +86,25 @@ def refine_landmarks(
         inv = cv2.invertAffineTransform(m)
         lm = np.c_[pts, np.ones(5)] @ inv.T
     return lm
+
+
+def largest_face_landmarks(
+    image: np.ndarray,
+    detect: Callable[[np.ndarray], Sequence[_HasLandmarks]],
+    refine_passes: int = 1,
+) -> np.ndarray | None:
+    """The 5 landmarks `predict` aligns the largest face of `image` by (refined as predict does), or None.
+
+    Used to frame training chips exactly as `predict` will frame them (`ChipFrame(landmarks=...)`);
+    `detect` returns faces largest first, as `FaceDetector.detect` does.
+    """
+    found = list(detect(image))
+    if not found:
+        return None
+    points = np.asarray(found[0].landmarks, dtype=np.float64).reshape(5, 2)
+    if refine_passes > 0:
+        points = refine_landmarks(image, points, detect, passes=refine_passes)
+    return points
 
 
 def frame_whole_image(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
