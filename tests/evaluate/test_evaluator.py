@@ -238,9 +238,11 @@ def test_holdout_defaults_to_the_training_runs_own(run_copy: Path, celeba_root: 
     r = evaluate_model(EvalConfig(model=str(ckpt), data_root=str(celeba_root), split="valid", limit=60,
                                   calibrate="accuracy", save_thresholds=False, subgroups=[], progress=False)).result
     assert r["holdout_fraction"] == 0.05
-    # Calibrated on the run's own holdout: no overlap with training, nothing to warn about.
+    # Calibrated on the run's own holdout: no overlap with training, nothing to warn about. The one
+    # warning that may come is the split-half check of the thresholds themselves, which depends on how
+    # this short training run's 60 holdout predictions fall (it came in one CI run of several).
     assert r["calibration"]["split"] == "holdout" and r["calibration"]["n_images"] == 60
-    assert r["warnings"] == []
+    assert [w for w in r["warnings"] if not w.startswith("thresholds calibrated on half of the 'holdout' people")] == []
 
 
 
