@@ -198,7 +198,7 @@ def test_refuses_members_that_do_not_fit_together(members: tuple[Path, Path], tm
 
 
 def test_refuses_bad_requests_and_never_overwrites(members: tuple[Path, Path], ensemble: Path, tmp_path: Path) -> None:
-    with pytest.raises(FaceattrError, match="at least 2"):
+    with pytest.raises(FaceattrError, match="at least 2 checkpoints, or 1 with --mirror 1"):
         make_ensemble([members[0]], tmp_path / "one.safetensors")
     with pytest.raises(FaceattrError, match="already an ensemble"):
         make_ensemble([ensemble, members[0]], tmp_path / "nested.safetensors")
@@ -408,3 +408,24 @@ def test_make_ensemble_mirror_is_saved_exported_and_checked(tmp_path: Path, crop
     assert diff < 1e-4
     # Split again, the member is plain: mirroring is the ensemble's test-time choice, not its preprocessing.
     assert "mirror" not in read_metadata(split_ensemble(out, tmp_path / "split")[1])["preprocess"]
+
+
+def test_one_mirrored_checkpoint_is_a_network_with_its_test_time_flip(tmp_path: Path, crops: np.ndarray) -> None:
+    # How the shipped 'fast' model is built: the face member alone, mirrored, as one graph on the full frame.
+    face = build_checkpoint(tmp_path / "face.safetensors", "celeb_cnn", num_outputs=5, seed=1, size=(56, 56),
+                            attributes=ATTRS, config=SPLIT_CFG, crop=(41, 84, 141, 184))
+    out = make_ensemble([face], tmp_path / "one.safetensors", mirror=[0])
+    spec = read_metadata(out)["model"]
+    assert len(spec["members"]) == 1 and spec["members"][0]["view"]["mirror"] is True
+    one, b = load(out, backend="torch"), load(face, backend="torch")
+    views = np.stack([_prepared(b, c) for c in crops])
+    lb, lbm = b.backend.logits(views), b.backend.logits(np.ascontiguousarray(views[:, :, ::-1]))
+    assert np.abs(lb - lbm).mean() > 0.01  # mirroring changes the answer, so the check below can fail
+    le = one.backend.logits(np.stack([_prepared(one, c) for c in crops]))
+    np.testing.assert_allclose(le, (lb + lbm) / 2, atol=0.02 * np.abs(lb).max())
+    _, diff = export(out, tmp_path / "one.onnx")
+    assert diff < 1e-4
+    with pytest.raises(FaceattrError, match="at least 2 members .or 1 with a mirrored view"):
+        from faceattr.models.ensemble import EnsembleNet
+
+        EnsembleNet([object()], [[0.0] * 3], [[1.0] * 3], views=[{"size": [56, 56], "crop": None}])

@@ -79,8 +79,10 @@ class EnsembleNet(nn.Module):
         views: Sequence[Mapping[str, Any]] | None = None,
     ) -> None:
         super().__init__()
-        if len(members) < 2:
-            raise FaceattrError(f"an ensemble needs at least 2 members, got {len(members)}")
+        # One member is allowed when it is mirrored: a single network with its test-time flip in one graph.
+        one_mirrored = len(members) == 1 and views is not None and bool(views[0].get("mirror", False))
+        if len(members) < 2 and not one_mirrored:
+            raise FaceattrError(f"an ensemble needs at least 2 members (or 1 with a mirrored view), got {len(members)}")
         if not len(members) == len(means) == len(stds):
             raise FaceattrError("an ensemble needs one mean and one std per member")
         self.members = nn.ModuleList(members)
@@ -166,8 +168,11 @@ def _member_error(i: int, why: str) -> FaceattrError:
 def ensemble_from_spec(spec: Mapping[str, Any]) -> EnsembleNet:
     """Build an untrained EnsembleNet from a checkpoint's ``model`` block (name 'ensemble')."""
     members = spec.get("members")
-    if not isinstance(members, list) or len(members) < 2:
-        raise FaceattrError("ensemble checkpoint metadata lists fewer than 2 members; rebuild it with `faceattr ensemble`")
+    one_mirrored = isinstance(members, list) and len(members) == 1 and isinstance(members[0], dict) \
+        and bool((members[0].get("view") or {}).get("mirror", False))
+    if not isinstance(members, list) or (len(members) < 2 and not one_mirrored):
+        raise FaceattrError("ensemble checkpoint metadata lists fewer than 2 members (and no single mirrored one); "
+                            "rebuild it with `faceattr ensemble`")
     nets: list[nn.Module] = []
     means: list[list[float]] = []
     stds: list[list[float]] = []

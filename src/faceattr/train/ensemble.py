@@ -121,8 +121,11 @@ def make_ensemble(checkpoints: Sequence[str | Path], out: str | Path, *, half: b
     not named on its own). `mirror` lists members (0-based) that also see the mirror image of their
     view, their logits averaged over the two (test-time flip for one more forward pass of each).
     """
-    if len(checkpoints) < 2:
-        raise FaceattrError(f"an ensemble needs at least 2 checkpoints, got {len(checkpoints)}")
+    # One checkpoint is allowed with --mirror: a single network with its test-time flip inside one graph
+    # (e.g. a face-only member shipped on its own as a fast model).
+    if len(checkpoints) < 2 and not (len(checkpoints) == 1 and mirror):
+        raise FaceattrError(f"an ensemble needs at least 2 checkpoints, or 1 with --mirror 1 (its test-time flip), "
+                            f"got {len(checkpoints)}")
     bad = [i for i in mirror if not 0 <= i < len(checkpoints)]
     if bad:
         raise FaceattrError(f"--mirror {bad[0] + 1} names no member: give a number from 1 to {len(checkpoints)}, in the order listed")
