@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -201,6 +202,12 @@ def test_landmark_files_key_the_cache_and_bad_ones_get_one_line_errors(utkface_r
     assert len(keys) == 3  # new landmarks, new cached pixels
     with pytest.raises(FaceattrError, match="cannot read the landmarks file .*utk_landmarks.py"):
         _ = ChipFrame(landmarks=str(tmp_path / "missing.tsv")).key
+    # Rewritten in the same process, the file is read again: the framing follows the new cache key.
+    frame = ChipFrame(landmarks=str(one))
+    before = frame.matrix(200, 200, name)
+    _write_landmarks(one, {name: UTK_TEMPLATE + 9})
+    os.utime(one, ns=(1, 1))  # a different mtime even where the clock is coarse
+    assert frame.key not in keys and not np.allclose(frame.matrix(200, 200, name), before)
     (tmp_path / "short.tsv").write_text(f"{name}\t1.0\t2.0\n")
     with pytest.raises(FaceattrError, match="line 1: expected a file name and 10 coordinates, got 2"):
         read_chip_landmarks(str(tmp_path / "short.tsv"))

@@ -107,6 +107,11 @@ class ChipFrame:
         return prepare_image(Image.fromarray(framed), pre)
 
 
+def _unreadable(path: str, e: OSError) -> FaceattrError:
+    return FaceattrError(f"cannot read the landmarks file {path}: {e.strerror or e}; "
+                         "write it with scripts/utk_landmarks.py or drop `landmarks`")
+
+
 def _landmarks_digest(path: str) -> str:
     """sha256 of a landmarks file (part of the cache key: new landmarks, new cached pixels)."""
     import hashlib
@@ -114,24 +119,30 @@ def _landmarks_digest(path: str) -> str:
     try:
         return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
     except OSError as e:
-        raise FaceattrError(f"cannot read the landmarks file {path}: {e.strerror or e}; "
-                            "write it with scripts/utk_landmarks.py or drop `landmarks`") from None
+        raise _unreadable(path, e) from None
+
+
+def read_chip_landmarks(path: str) -> dict[str, np.ndarray]:
+    """{file name: [5, 2] landmarks} from a TSV of scripts/utk_landmarks.py (names listed alone are left out)."""
+    try:
+        st = Path(path).stat()
+    except OSError as e:
+        raise _unreadable(path, e) from None
+    # Parsed once per version of the file: a file rewritten in the same process (or before the cache's
+    # worker processes fork) is read again, as its new digest in the cache key promises.
+    return _parse_chip_landmarks(path, st.st_mtime_ns, st.st_size)
 
 
 @functools.lru_cache(maxsize=4)
-def read_chip_landmarks(path: str) -> dict[str, np.ndarray]:
-    """{file name: [5, 2] landmarks} from a TSV of scripts/utk_landmarks.py (names listed alone are left out)."""
+def _parse_chip_landmarks(path: str, mtime_ns: int, size: int) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as e:
-        raise FaceattrError(f"cannot read the landmarks file {path}: {e.strerror or e}; "
-                            "write it with scripts/utk_landmarks.py or drop `landmarks`") from None
+        raise _unreadable(path, e) from None
     for n, line in enumerate(text.splitlines(), 1):
-        fields = line.rstrip("\n").split("\t")
-        if not fields[0]:
-            continue
-        if len(fields) == 1:
+        fields = line.split("\t")
+        if not fields[0] or len(fields) == 1:  # a blank line, or a chip without a face: it keeps the fixed framing
             continue
         if len(fields) != 11:
             raise FaceattrError(f"{path} line {n}: expected a file name and 10 coordinates, got {len(fields) - 1} "
