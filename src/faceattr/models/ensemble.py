@@ -79,9 +79,7 @@ class EnsembleNet(nn.Module):
         views: Sequence[Mapping[str, Any]] | None = None,
     ) -> None:
         super().__init__()
-        # One member is allowed when it is mirrored: a single network with its test-time flip in one graph.
-        one_mirrored = len(members) == 1 and views is not None and bool(views[0].get("mirror", False))
-        if len(members) < 2 and not one_mirrored:
+        if not _enough_members(list(views) if views is not None else [None] * len(members)):
             raise FaceattrError(f"an ensemble needs at least 2 members (or 1 with a mirrored view), got {len(members)}")
         if not len(members) == len(means) == len(stds):
             raise FaceattrError("an ensemble needs one mean and one std per member")
@@ -165,12 +163,15 @@ def _member_error(i: int, why: str) -> FaceattrError:
     return FaceattrError(f"ensemble member {i} in the checkpoint metadata is invalid ({why}); rebuild it with `faceattr ensemble`")
 
 
+def _enough_members(views: Sequence[Mapping[str, Any] | None]) -> bool:
+    """Two or more members, or one that also sees its view mirrored (a network with its test-time flip)."""
+    return len(views) >= 2 or (len(views) == 1 and bool((views[0] or {}).get("mirror", False)))
+
+
 def ensemble_from_spec(spec: Mapping[str, Any]) -> EnsembleNet:
     """Build an untrained EnsembleNet from a checkpoint's ``model`` block (name 'ensemble')."""
     members = spec.get("members")
-    one_mirrored = isinstance(members, list) and len(members) == 1 and isinstance(members[0], dict) \
-        and bool((members[0].get("view") or {}).get("mirror", False))
-    if not isinstance(members, list) or (len(members) < 2 and not one_mirrored):
+    if not isinstance(members, list) or not _enough_members([m.get("view") if isinstance(m, dict) else None for m in members]):
         raise FaceattrError("ensemble checkpoint metadata lists fewer than 2 members (and no single mirrored one); "
                             "rebuild it with `faceattr ensemble`")
     nets: list[nn.Module] = []
