@@ -43,16 +43,19 @@ def member_logits(path: Path, split: str, args: argparse.Namespace) -> tuple[np.
         return logits, {"male": labels[:, attrs.index("Male")]}
     meta = read_metadata(path)
     landmarks = getattr(args, "utk_landmarks", "") or ""
+    cfg = meta.get("config") or {}
+    # A member trained on chips warped straight into its input (`native = true`) is scored on them the same way.
+    native = any(s.get("kind") == "utkface" and s.get("native") for s in (cfg.get("data") or {}).get("sources") or [])
     key = f"{path.resolve()}|{path.stat().st_mtime_ns}|{split}|{args.flip}" + (f"|{landmarks}" if landmarks else "")
+    key += "|native" if native else ""
     out = args.cache / f"w-{hashlib.sha1(key.encode()).hexdigest()[:16]}.npz"
     if out.is_file():
         z = np.load(out)
         return z["logits"], {k[6:]: z[k] for k in z.files if k.startswith("label_")}
-    cfg = meta.get("config") or {}
     pre = Preprocess.from_dict(meta["preprocess"])
     utk = load_utkface(args.utkface, "valid", seed=int(cfg.get("seed", 0)))
     # With a landmarks file (scripts/utk_landmarks.py) the chips are framed as predict frames them.
-    images = build_cache(utk.paths, pre, frame=ChipFrame(landmarks=landmarks)).images
+    images = build_cache(utk.paths, pre, frame=ChipFrame(landmarks=landmarks, native=native)).images
     labels = {"male": utk.male, "age": utk.age, "race": utk.race}
     torch.set_grad_enabled(False)
     model, _ = load_checkpoint(path)

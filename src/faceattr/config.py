@@ -56,6 +56,9 @@ class SourceConfig:
     # UTKFace only: a TSV of each chip's landmarks as `predict` finds them (scripts/utk_landmarks.py);
     # "" places every chip by the chips' mean landmarks instead.
     landmarks: str = ""
+    # UTKFace only: warp each chip straight into the model's input (its crop of the frame at its size) from
+    # the chip's own pixels, instead of through the 178x218 frame (which halves a chip's resolution).
+    native: bool = False
 
 
 @dataclass

@@ -214,3 +214,35 @@ def test_landmark_files_key_the_cache_and_bad_ones_get_one_line_errors(utkface_r
     (tmp_path / "nan.tsv").write_text(name + "\tx" * 10 + "\n")
     with pytest.raises(FaceattrError, match="line 1: a coordinate is not a number"):
         read_chip_landmarks(str(tmp_path / "nan.tsv"))
+
+
+def test_native_chip_frame_samples_the_chip_itself_on_predicts_grid(utkface_root: Path, tmp_path: Path) -> None:
+    from faceattr.data.cache import build_cache
+    from faceattr.data.transforms import Preprocess
+
+    paths = load_utkface(utkface_root, "valid", limit=6).paths
+    face = (41, 84, 141, 184)  # the face member's 100x100 box in the aligned frame
+    for pre in (Preprocess(size=(100, 100), crop=face), Preprocess(size=(218, 178))):
+        # At the frame's own scale the straight warp and frame-then-crop sample the same points: equal pixels.
+        for p in paths:
+            with Image.open(p) as a, Image.open(p) as b:
+                assert np.array_equal(ChipFrame(native=True)(a, pre, p), ChipFrame()(b, pre, p))
+    # Larger than the box: the frame route upsamples 100 px, the straight one reads the chip's ~200 px, so it
+    # holds more fine detail (energy of the image minus its 3x3 blur) while showing the same face.
+    pre = Preprocess(size=(144, 144), crop=face)
+
+    def detail(img: np.ndarray) -> float:
+        f = img.astype(float).mean(axis=2)
+        blur = sum(np.roll(np.roll(f, dy, 0), dx, 1) for dy in (-1, 0, 1) for dx in (-1, 0, 1)) / 9
+        return float(np.abs(f - blur)[2:-2, 2:-2].mean())
+
+    for p in paths:
+        with Image.open(p) as a, Image.open(p) as b:
+            native, framed = ChipFrame(native=True)(a, pre, p), ChipFrame()(b, pre, p)
+        assert native.shape == framed.shape == (144, 144, 3) and native.dtype == np.uint8
+        assert np.abs(native.astype(float) - framed.astype(float)).mean() < 8
+        assert detail(native) > 1.15 * detail(framed)
+    # The cache tells the two framings apart.
+    a = build_cache(paths, pre, cache_dir=tmp_path, workers=1, progress=False, frame=ChipFrame())
+    b = build_cache(paths, pre, cache_dir=tmp_path, workers=1, progress=False, frame=ChipFrame(native=True))
+    assert a.path != b.path and ChipFrame().key != ChipFrame(native=True).key

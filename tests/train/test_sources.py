@@ -163,6 +163,8 @@ def test_bad_sources_get_one_line_errors(multi_cfg: TrainConfig, tmp_path: Path)
     lm.write_text("")
     with pytest.raises(FaceattrError, match="only UTKFace chips are framed by a landmarks file, this source is celeba"):
         prepare_run(with_sources(replace(multi_cfg.data.sources[0], landmarks=str(lm))))
+    with pytest.raises(FaceattrError, match="only UTKFace chips are warped from their own pixels, this source is celeba"):
+        prepare_run(with_sources(replace(multi_cfg.data.sources[0], native=True)))
     with pytest.raises(FaceattrError, match="no file .*missing.tsv; write it with scripts/utk_landmarks.py"):
         prepare_run(with_sources(replace(multi_cfg.data.sources[1], landmarks=str(tmp_path / "missing.tsv"))))
     with pytest.raises(FaceattrError, match="use loss 'bce'"):

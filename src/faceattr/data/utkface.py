@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image
 
 from faceattr.data.geometry import FRAME_SIZE, TEMPLATE, similarity_transform, warp_to_frame
-from faceattr.data.transforms import Preprocess, prepare_image
+from faceattr.data.transforms import ALIGNED_SIZE, Preprocess, prepare_image
 from faceattr.errors import FaceattrError, did_you_mean
 
 __all__ = [
@@ -81,13 +81,18 @@ class ChipFrame:
 
     template: tuple[tuple[float, float], ...] = tuple(map(tuple, UTK_TEMPLATE.tolist()))
     landmarks: str = ""
+    # Warp each chip straight into the model input (the preprocess crop, or the whole frame, at its size)
+    # instead of into the 178x218 frame first and resizing that: a face view then gets the chip's own
+    # pixels (a 200 px chip's face fills about 200 px; through the frame it is 100 px, upsampled to 112).
+    native: bool = False
 
     @property
     def key(self) -> str:
         """What the cache key needs to know about this framing."""
-        if not self.landmarks:
-            return f"utk-chip-frame-v1:{self.template}"
-        return f"utk-chip-frame-v1:{self.template}:landmarks={_landmarks_digest(self.landmarks)}"
+        key = f"utk-chip-frame-v1:{self.template}"
+        if self.landmarks:
+            key += f":landmarks={_landmarks_digest(self.landmarks)}"
+        return key + (":native" if self.native else "")
 
     def matrix(self, width: int, height: int, name: str | None = None) -> np.ndarray:
         """The 2x3 map from a chip of this size (file `name`, if it has landmarks of its own) into the frame."""
@@ -103,8 +108,22 @@ class ChipFrame:
         img.load()
         rgb = np.asarray(img.convert("RGB"))
         name = Path(path).name if path is not None else None
-        framed = warp_to_frame(rgb, self.matrix(rgb.shape[1], rgb.shape[0], name), FRAME_SIZE)
+        m = self.matrix(rgb.shape[1], rgb.shape[0], name)
+        if self.native:
+            return warp_to_frame(rgb, input_matrix(pre) @ np.vstack([m, [0.0, 0.0, 1.0]]), (pre.size[1], pre.size[0]))
+        framed = warp_to_frame(rgb, m, FRAME_SIZE)
         return prepare_image(Image.fromarray(framed), pre)
+
+
+def input_matrix(pre: Preprocess) -> np.ndarray:
+    """The 2x3 map from the aligned frame's pixel grid to the model input's, as `prepare_image` resizes its crop."""
+    # prepare_image maps the crop box's edges onto the output's edges (PIL's box=): output pixel j's centre is
+    # x0 + (j + 0.5) * (x1 - x0) / out_w in continuous coordinates, i.e. minus 0.5 in OpenCV's pixel-centre ones.
+    height, width = ALIGNED_SIZE
+    x0, y0, x1, y1 = pre.crop if pre.crop is not None else (0, 0, width, height)
+    out_h, out_w = pre.size
+    sx, sy = out_w / (x1 - x0), out_h / (y1 - y0)
+    return np.array([[sx, 0.0, (0.5 - x0) * sx - 0.5], [0.0, sy, (0.5 - y0) * sy - 0.5]], dtype=np.float64)
 
 
 def _unreadable(path: str, e: OSError) -> FaceattrError:

@@ -135,6 +135,9 @@ def _check_sources(cfg: TrainConfig) -> list[tuple[SourceConfig, str]]:
         if src.landmarks and kind != "utkface":
             raise FaceattrError(f"data.sources[{i}].landmarks: only UTKFace chips are framed by a landmarks file, "
                                 f"this source is {kind}; drop `landmarks`")
+        if src.native and kind != "utkface":
+            raise FaceattrError(f"data.sources[{i}].native: only UTKFace chips are warped from their own pixels, "
+                                f"this source is {kind}; drop `native`")
         if src.landmarks and not Path(src.landmarks).is_file():
             raise FaceattrError(f"data.sources[{i}].landmarks: no file {src.landmarks}; write it with "
                                 f"scripts/utk_landmarks.py {src.root} --out {src.landmarks}, or drop `landmarks`")
@@ -177,7 +180,7 @@ def load_sources(cfg: TrainConfig, pre: Any, role: str) -> SourceData:
         else:
             us = load_utkface(src.root, "train" if role == "train" else "valid", seed=cfg.seed, limit=limit)
             cache = build_cache(us.paths, pre, cache_dir=cfg.data.cache_dir or None, workers=cfg.data.workers,
-                                progress=cfg.progress, frame=ChipFrame(landmarks=src.landmarks))
+                                progress=cfg.progress, frame=ChipFrame(landmarks=src.landmarks, native=src.native))
             y = np.full((len(us), len(attributes)), np.nan, dtype=np.float32)
             if "Male" in attributes:
                 y[:, attributes.index("Male")] = us.male
