@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image
 
 from faceattr.data.geometry import FRAME_SIZE, TEMPLATE, similarity_transform, warp_to_frame
-from faceattr.data.transforms import ALIGNED_SIZE, Preprocess, prepare_image
+from faceattr.data.transforms import Preprocess, _source_box, prepare_image
 from faceattr.errors import FaceattrError, did_you_mean
 
 __all__ = [
@@ -119,8 +119,8 @@ def input_matrix(pre: Preprocess) -> np.ndarray:
     """The 2x3 map from the aligned frame's pixel grid to the model input's, as `prepare_image` resizes its crop."""
     # prepare_image maps the crop box's edges onto the output's edges (PIL's box=): output pixel j's centre is
     # x0 + (j + 0.5) * (x1 - x0) / out_w in continuous coordinates, i.e. minus 0.5 in OpenCV's pixel-centre ones.
-    height, width = ALIGNED_SIZE
-    x0, y0, x1, y1 = pre.crop if pre.crop is not None else (0, 0, width, height)
+    # The box is prepare_image's own (`_source_box`), so the two cannot drift apart.
+    x0, y0, x1, y1 = _source_box(pre, *FRAME_SIZE)
     out_h, out_w = pre.size
     sx, sy = out_w / (x1 - x0), out_h / (y1 - y0)
     return np.array([[sx, 0.0, (0.5 - x0) * sx - 0.5], [0.0, sy, (0.5 - y0) * sy - 0.5]], dtype=np.float64)
