@@ -39,7 +39,7 @@ from torch import nn
 from faceattr.errors import FaceattrError
 from faceattr.models.registry import ENSEMBLE, create_model
 
-__all__ = ["ENSEMBLE", "EnsembleNet", "ensemble_from_spec", "resize_matrix", "FULL_FRAME"]
+__all__ = ["ENSEMBLE", "EnsembleNet", "ensemble_from_spec", "enough_members", "resize_matrix", "FULL_FRAME"]
 
 # (height, width) of the aligned frame an ensemble with views takes: CelebA's 178x218 crop, unresized.
 FULL_FRAME = (218, 178)
@@ -79,7 +79,7 @@ class EnsembleNet(nn.Module):
         views: Sequence[Mapping[str, Any]] | None = None,
     ) -> None:
         super().__init__()
-        if not _enough_members(list(views) if views is not None else [None] * len(members)):
+        if not enough_members(list(views) if views is not None else [None] * len(members)):
             raise FaceattrError(f"an ensemble needs at least 2 members (or 1 with a mirrored view), got {len(members)}")
         if not len(members) == len(means) == len(stds):
             raise FaceattrError("an ensemble needs one mean and one std per member")
@@ -163,7 +163,7 @@ def _member_error(i: int, why: str) -> FaceattrError:
     return FaceattrError(f"ensemble member {i} in the checkpoint metadata is invalid ({why}); rebuild it with `faceattr ensemble`")
 
 
-def _enough_members(views: Sequence[Mapping[str, Any] | None]) -> bool:
+def enough_members(views: Sequence[Mapping[str, Any] | None]) -> bool:
     """Two or more members, or one that also sees its view mirrored (a network with its test-time flip)."""
     return len(views) >= 2 or (len(views) == 1 and bool((views[0] or {}).get("mirror", False)))
 
@@ -171,7 +171,7 @@ def _enough_members(views: Sequence[Mapping[str, Any] | None]) -> bool:
 def ensemble_from_spec(spec: Mapping[str, Any]) -> EnsembleNet:
     """Build an untrained EnsembleNet from a checkpoint's ``model`` block (name 'ensemble')."""
     members = spec.get("members")
-    if not isinstance(members, list) or not _enough_members([m.get("view") if isinstance(m, dict) else None for m in members]):
+    if not isinstance(members, list) or not enough_members([m.get("view") if isinstance(m, dict) else None for m in members]):
         raise FaceattrError("ensemble checkpoint metadata lists fewer than 2 members (and no single mirrored one); "
                             "rebuild it with `faceattr ensemble`")
     nets: list[nn.Module] = []

@@ -15,7 +15,7 @@ from typing import Any
 
 from faceattr.checkpoint import load_checkpoint, load_tensors, read_metadata, resolve_checkpoint, save_checkpoint
 from faceattr.errors import FaceattrError, did_you_mean
-from faceattr.models.ensemble import ENSEMBLE, FULL_FRAME, EnsembleNet
+from faceattr.models.ensemble import ENSEMBLE, FULL_FRAME, EnsembleNet, enough_members
 
 __all__ = ["make_ensemble", "parse_weight", "split_ensemble", "interpolate_checkpoints"]
 
@@ -122,8 +122,9 @@ def make_ensemble(checkpoints: Sequence[str | Path], out: str | Path, *, half: b
     view, their logits averaged over the two (test-time flip for one more forward pass of each).
     """
     # One checkpoint is allowed with --mirror: a single network with its test-time flip inside one graph
-    # (e.g. a face-only member shipped on its own as a fast model).
-    if len(checkpoints) < 2 and not (len(checkpoints) == 1 and mirror):
+    # (e.g. a face-only member shipped on its own as a fast model). The same rule as the graph's own; a
+    # --mirror that names no member is caught just below.
+    if not enough_members([{"mirror": bool(mirror)}] * len(checkpoints)):
         raise FaceattrError(f"an ensemble needs at least 2 checkpoints, or 1 with --mirror 1 (its test-time flip), "
                             f"got {len(checkpoints)}")
     bad = [i for i in mirror if not 0 <= i < len(checkpoints)]
