@@ -158,6 +158,10 @@ class DistillConfig:
     flip: bool = True  # each teacher predicts on the image and its mirror (averaged logits)
     # Attributes that keep their plain labels, e.g. one whose teachers lean on a shortcut.
     exclude: list[str] = field(default_factory=list)
+    # With data.sources: where a source does not label an attribute (CelebA's 39 others on UTKFace
+    # faces), train it towards the teachers' probability instead of leaving it out of the loss, so the
+    # student keeps the teachers' answers on the new source's faces ("learning without forgetting").
+    fill: bool = True
 
 
 @dataclass

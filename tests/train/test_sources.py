@@ -217,3 +217,48 @@ def test_attribute_weights_from_the_command_line_and_bad_names(multi_cfg: TrainC
         prepare_run(replace(multi_cfg, attribute_weights={"Smilng": 2.0}))
     with pytest.raises(FaceattrError, match="must be >= 0"):
         prepare_run(replace(multi_cfg, attribute_weights={"Male": -1.0}))
+
+
+def test_distillation_fills_what_a_source_does_not_label(multi_cfg: TrainConfig, tmp_path: Path) -> None:
+    """Teachers read each source's rows framed as the student sees them; UTKFace faces learn CelebA's attributes from them."""
+    from faceattr.checkpoint import load_checkpoint
+    from faceattr.data.transforms import normalize_batch
+    from faceattr.runtime import predict_logits
+    from faceattr.train.loop import _train_loss, prepare_run
+
+    teacher = fit(replace(multi_cfg, out=str(tmp_path / "teacher"))) / "best.safetensors"
+    cfg = replace(multi_cfg, distill=replace(multi_cfg.distill, teachers=[str(teacher)], weight=0.5, exclude=["Male"]),
+                  model=replace(multi_cfg.model, dropout=0.0))
+    run = prepare_run(cfg)
+    y, t = run.train_labels, run.train_targets
+    assert t is not None and t.shape == y.shape
+    utk, celeba = run.sources.source == 1, run.sources.source == 0
+    male = run.attributes.index("Male")
+    others = [j for j in range(len(run.attributes)) if j != male]
+    # Male is excluded: its labels everywhere, hard 0/1 on both sources.
+    np.testing.assert_array_equal(t[:, male], y[:, male])
+    # The teacher's own probabilities on the student's framing of every row (its mirror averaged in).
+    model, _ = load_checkpoint(teacher)
+    logits = predict_logits(model, np.asarray(run.train_images), lambda x: normalize_batch(x, run.preprocess), flip=True)
+    p = 1 / (1 + np.exp(-logits[:, others].astype(np.float64)))
+    # UTKFace labels none of the other attributes: they become the teacher's probability.
+    assert np.isnan(y[np.ix_(utk, others)]).all()
+    np.testing.assert_allclose(t[np.ix_(utk, others)], p[utk], atol=1e-4)
+    # CelebA's labels are mixed half and half with it.
+    np.testing.assert_allclose(t[np.ix_(celeba, others)], 0.5 * y[np.ix_(celeba, others)] + 0.5 * p[celeba], atol=1e-4)
+
+    # So a UTKFace-only batch now trains Smiling, which it gave no gradient before (test above).
+    idx = np.sort(np.flatnonzero(utk)[:16])
+    x = normalize_batch(torch.from_numpy(np.asarray(run.train_images[idx])).permute(0, 3, 1, 2), run.preprocess)
+    run.model.zero_grad()
+    _train_loss(run, run.model(x), torch.from_numpy(t[idx]), idx).backward()
+    assert torch.count_nonzero(run.model.head[-1].weight.grad[run.attributes.index("Smiling")]) > 0
+
+    # Without fill, what a source does not label stays out of the loss; the CelebA rows still mix.
+    kept = prepare_run(replace(cfg, distill=replace(cfg.distill, fill=False))).train_targets
+    assert kept is not None and np.isnan(kept[np.ix_(utk, others)]).all()
+    np.testing.assert_allclose(kept[np.ix_(celeba, others)], t[np.ix_(celeba, others)], atol=1e-6)
+
+    # And a distilled multi-source run trains end to end.
+    out = fit(replace(cfg, epochs=1, max_steps=2, out=str(tmp_path / "student")))
+    assert read_metadata(out / "best.safetensors")["config"]["distill"]["teachers"] == [str(teacher)]

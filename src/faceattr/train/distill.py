@@ -6,6 +6,12 @@ files and the images) so a resumed run, or another run with the same teachers, r
 training target becomes ``(1 - weight) * label + weight * teacher probability``, which BCE accepts
 as it is: soft targets also damp CelebA's label noise (one person labelled Male in 5 of 30 photos).
 Attributes in ``distill.exclude`` keep their labels.
+
+In a ``data.sources`` run the teachers read every source's rows framed as the student sees them (a
+UTKFace chip placed in the aligned frame, by its landmarks when the source says so), and where a source
+does not label an attribute (CelebA's 39 others on a UTKFace face) the target is the teachers'
+probability (``distill.fill``): the student keeps what the teachers know of those attributes on faces
+that are not CelebA's instead of drifting there unchecked, as "learning without forgetting" does.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +39,7 @@ from faceattr.checkpoint import (
 from faceattr.config import TrainConfig
 from faceattr.errors import FaceattrError
 
-__all__ = ["load_initial_weights", "soft_targets", "teacher_cache_path", "teacher_logits"]
+__all__ = ["load_initial_weights", "soft_targets", "source_soft_targets", "teacher_cache_path", "teacher_logits"]
 
 logger = logging.getLogger(__name__)
 
@@ -71,18 +77,26 @@ def _checked_teachers(cfg: TrainConfig, attributes: Sequence[str]) -> list[tuple
 
 
 def _predict_teachers(teachers: Sequence[tuple[Path, list[int]]], paths: Sequence[str], cfg: TrainConfig,
-                      device: torch.device) -> np.ndarray:
-    """Average logits of checked `teachers` (from `_checked_teachers`) on the images at `paths`."""
+                      device: torch.device, images_for: Callable[[Any], Any] | None = None) -> np.ndarray:
+    """Average logits of checked `teachers` (from `_checked_teachers`) on the images at `paths`.
+
+    `images_for(preprocess)` gives the rows framed for a teacher's preprocessing; by default the
+    files at `paths` decoded as aligned CelebA frames.
+    """
     from faceattr.data.cache import build_cache
     from faceattr.data.transforms import Preprocess, normalize_batch
     from faceattr.runtime import predict_logits
+
+    if images_for is None:
+        def images_for(pre: Any) -> Any:
+            return build_cache(list(paths), pre, cache_dir=cfg.data.cache_dir or None, workers=cfg.data.workers,
+                               progress=cfg.progress).images
 
     total = np.zeros((len(paths), len(teachers[0][1])), dtype=np.float64)
     for path, columns in teachers:
         model, meta = load_checkpoint(path, device=str(device))
         pre = Preprocess.from_dict(meta["preprocess"])
-        cache = build_cache(list(paths), pre, cache_dir=cfg.data.cache_dir or None, workers=cfg.data.workers,
-                            progress=cfg.progress)
+        images = images_for(pre)
         bar = None
         if cfg.progress:
             from tqdm.auto import tqdm
@@ -90,7 +104,7 @@ def _predict_teachers(teachers: Sequence[tuple[Path, list[int]]], paths: Sequenc
             bar = tqdm(total=len(paths), desc=f"teacher {path.parent.name}/{path.stem}",
                        unit="img", leave=False)
         try:
-            logits = predict_logits(model, cache.images, lambda x, p=pre: normalize_batch(x, p),
+            logits = predict_logits(model, images, lambda x, p=pre: normalize_batch(x, p),
                                     batch_size=cfg.eval_batch_size, device=device, flip=cfg.distill.flip,
                                     progress=bar.update if bar is not None else None)
         finally:
@@ -107,17 +121,28 @@ def teacher_logits(paths: Sequence[str], attributes: Sequence[str], cfg: TrainCo
     return _predict_teachers(_checked_teachers(cfg, attributes), paths, cfg, device)
 
 
+def _stamp(path: str | Path) -> list[Any]:
+    p = Path(path).resolve()
+    st = p.stat()
+    return [str(p), st.st_size, st.st_mtime_ns]  # a rewritten file invalidates the cache
+
+
+def _frames(cfg: TrainConfig) -> list[Any]:
+    """How each source frames its images (a landmarks file, native warps): part of the teacher cache key."""
+    return [[s.root, s.kind, _stamp(s.landmarks) if s.landmarks else "", s.native] for s in cfg.data.sources]
+
+
 def _cache_location(cfg: TrainConfig, teachers: Sequence[Path], paths: Sequence[str],
                     attributes: Sequence[str]) -> tuple[Path, str]:
     from faceattr.data.cache import default_cache_dir
 
-    stamps = []
-    for t in teachers:
-        p = t.resolve()
-        st = p.stat()
-        stamps.append([str(p), st.st_size, st.st_mtime_ns])  # a retrained teacher invalidates the cache
+    stamps = [_stamp(t) for t in teachers]  # a retrained teacher invalidates the cache
     images = hashlib.blake2b("\n".join(map(str, paths)).encode(), digest_size=16).hexdigest()
-    key = json.dumps({"teachers": stamps, "flip": cfg.distill.flip, "attributes": list(attributes), "images": images})
+    fields: dict[str, Any] = {"teachers": stamps, "flip": cfg.distill.flip, "attributes": list(attributes),
+                              "images": images}
+    if cfg.data.sources:  # the same files framed another way are other pixels
+        fields["frames"] = _frames(cfg)
+    key = json.dumps(fields)
     folder = Path(cfg.data.cache_dir).expanduser() if cfg.data.cache_dir else default_cache_dir()
     return folder / f"teachers-{hashlib.blake2b(key.encode(), digest_size=10).hexdigest()}.safetensors", key
 
@@ -152,8 +177,12 @@ def _read_teacher_cache(cached: Path, key: str, shape: tuple[int, int]) -> np.nd
 
 
 def soft_targets(cfg: TrainConfig, paths: Sequence[str], labels: np.ndarray, attributes: Sequence[str],
-                 device: torch.device) -> np.ndarray:
-    """Training targets mixing `labels` with the teachers' probabilities (computed once, then cached)."""
+                 device: torch.device, images_for: Callable[[Any], Any] | None = None) -> np.ndarray:
+    """Training targets mixing `labels` with the teachers' probabilities (computed once, then cached).
+
+    A NaN label (the row's source does not label that attribute) becomes the teachers' probability
+    with `distill.fill`, and stays NaN (left out of the loss) without it or for an excluded attribute.
+    """
     from safetensors.numpy import save_file
 
     w = cfg.distill.weight
@@ -168,7 +197,7 @@ def soft_targets(cfg: TrainConfig, paths: Sequence[str], labels: np.ndarray, att
     cached, key = _cache_location(cfg, [path for path, _ in teachers], paths, attributes)
     logits = _read_teacher_cache(cached, key, (len(paths), len(attributes)))
     if logits is None:
-        logits = _predict_teachers(teachers, paths, cfg, device)
+        logits = _predict_teachers(teachers, paths, cfg, device, images_for)
         try:
             cached.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -176,11 +205,35 @@ def soft_targets(cfg: TrainConfig, paths: Sequence[str], labels: np.ndarray, att
         with atomic_output(cached, "teacher cache") as tmp:
             save_file({"logits": logits}, str(tmp), metadata={"key": key})
     probs = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
-    agree = float(((probs >= 0.5) == (labels > 0.5)).mean())
+    known = ~np.isnan(labels)
+    agree = float(((probs >= 0.5) == (labels > 0.5))[known].mean()) if known.any() else float("nan")
     logger.info("distill: teachers agree with the labels on %.4f of training targets; weight %.2f", agree, w)
     weight = np.full(len(attributes), w)
-    weight[[list(attributes).index(a) for a in cfg.distill.exclude]] = 0.0
-    return ((1.0 - weight) * labels + weight * probs).astype(np.float32)
+    excluded = [list(attributes).index(a) for a in cfg.distill.exclude]
+    weight[excluded] = 0.0
+    mixed = (1.0 - weight) * np.nan_to_num(labels) + weight * probs
+    unlabelled = probs if cfg.distill.fill else np.full_like(probs, np.nan)
+    unlabelled[:, excluded] = np.nan  # an excluded attribute learns from labels only, where there are any
+    if not known.all():
+        logger.info("distill: %s %d unlabelled targets (%.1f%%) with the teachers' probabilities",
+                    "filling" if cfg.distill.fill else "leaving out", int((~known).sum()), 100 * float((~known).mean()))
+    return np.where(known, mixed, unlabelled).astype(np.float32)
+
+
+def source_soft_targets(cfg: TrainConfig, data: Any, device: torch.device) -> np.ndarray:
+    """`soft_targets` for a `data.sources` run: teachers read each source's training rows as the student does."""
+    from faceattr.train.sources import load_sources
+
+    def images_for(pre: Any) -> Any:
+        seen = load_sources(cfg, pre, "train")
+        if [str(p) for p in seen.paths] != [str(p) for p in data.paths]:
+            # A teacher's preprocessing that decodes a different set of files would misalign the rows.
+            raise FaceattrError("distill: a teacher's preprocessing reads a different set of training images than "
+                                "the student's; use teachers with the student's image size and crop")
+        return seen.images
+
+    return soft_targets(cfg, [str(p) for p in data.paths], np.asarray(data.labels, dtype=np.float32),
+                        data.attributes, device, images_for)
 
 
 def load_initial_weights(model: nn.Module, name: str, model_name: str, attributes: Sequence[str], output: str) -> Path:

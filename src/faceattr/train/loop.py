@@ -277,12 +277,17 @@ def _prepare_multi(cfg: TrainConfig, device: torch.device, spec: Any, pre: Any) 
 
     if cfg.loss == "ce":
         raise FaceattrError("several sources train a multi-label model with masked BCE; use loss 'bce' or 'bce_weighted', not 'ce'")
-    if cfg.distill.teachers or cfg.balance.attribute:
-        raise FaceattrError("distill and balance work on one CelebA folder; leave them out of a data.sources run "
+    if cfg.balance.attribute:
+        raise FaceattrError("balance works on one CelebA folder; leave it out of a data.sources run "
                             "(balance sampling with data.sources[].balance instead)")
     train = load_sources(cfg, pre, "train")
     val = load_sources(cfg, pre, "val") if cfg.data.val_split != "none" else None
     attributes = train.attributes
+    train_targets = None
+    if cfg.distill.teachers:
+        from faceattr.train.distill import source_soft_targets
+
+        train_targets = source_soft_targets(cfg, train, device)
     criterion, pos_weight = _build_criterion(cfg, train.labels, device)
     torch.manual_seed(cfg.seed)
     num_outputs = len(attributes) + (1 if train.age is not None else 0)
@@ -297,7 +302,8 @@ def _prepare_multi(cfg: TrainConfig, device: torch.device, spec: Any, pre: Any) 
     run = Run(cfg=cfg, out=Path(cfg.out), device=device, model=model, attributes=attributes, output="sigmoid",
               preprocess=pre, train_images=train.images, train_labels=train.labels,  # type: ignore[arg-type]
               val_images=None if val is None else val.images, val_labels=None if val is None else val.labels,  # type: ignore[arg-type]
-              criterion=criterion, pos_weight=pos_weight, sources=train, val_sources=val, train_age=train.age,
+              criterion=criterion, pos_weight=pos_weight, train_targets=train_targets, sources=train, val_sources=val,
+              train_age=train.age,
               val_age=None if val is None else val.age, attribute_weight=_attribute_weight(cfg, list(attributes), device))
     if cfg.model.cache_frozen:
         _cache_frozen_features(run)
