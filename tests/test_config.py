@@ -19,6 +19,20 @@ def test_flags_override_the_file_and_the_result_round_trips(tmp_path: Path) -> N
     assert load_config(save_config(cfg, tmp_path / "out.toml")) == cfg
 
 
+def test_list_flags_take_the_config_files_own_syntax_too() -> None:
+    from faceattr.config import parse_assignments
+
+    # --set distill.teachers=["a", "b"] once became the two names '["a"' and '"b"]'.
+    for value in ('["a", "b"]', "a,b", "a b"):
+        cfg = load_config(None, parse_assignments([f"distill.teachers={value}"]))
+        assert cfg.distill.teachers == ["a", "b"], value
+    assert load_config(None, parse_assignments(["model.image_size=[160, 128]"])).model.image_size == [160, 128]
+    with pytest.raises(FaceattrError, match=r"model\.image_size\[0\]: expected an integer, got .a."):
+        load_config(None, parse_assignments(['model.image_size=["a"]']))
+    with pytest.raises(FaceattrError, match=r"distill\.teachers: .* is not a list; write a,b or"):
+        load_config(None, parse_assignments(['distill.teachers=["a", ']))
+
+
 @pytest.mark.parametrize(
     ("overrides", "match"),
     [

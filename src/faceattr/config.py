@@ -240,7 +240,15 @@ def _check_type(value: Any, tp: Any, where: str) -> Any:
         return {_check_type(k, key_tp, where): _check_type(v, value_tp, f"{where}.{k}") for k, v in value.items()}
     if origin is list:
         (inner,) = typing.get_args(tp) or (Any,)
-        if isinstance(value, str):
+        if isinstance(value, str) and value.lstrip().startswith("["):
+            # From --set written as in the config file (["a", "b"], [160, 128]): read it as TOML does.
+            import tomllib
+
+            try:
+                value = tomllib.loads(f"v = {value}")["v"]
+            except tomllib.TOMLDecodeError:
+                raise FaceattrError(f"config {where}: {value!r} is not a list; write a,b or [\"a\", \"b\"]") from None
+        elif isinstance(value, str):
             value = [v for v in value.replace(",", " ").split() if v]
         if not isinstance(value, (list, tuple)):
             raise FaceattrError(f"config {where}: expected a list, got {value!r}")
