@@ -121,22 +121,24 @@ def teacher_logits(paths: Sequence[str], attributes: Sequence[str], cfg: TrainCo
     return _predict_teachers(_checked_teachers(cfg, attributes), paths, cfg, device)
 
 
-def _stamp(path: str | Path) -> list[Any]:
-    p = Path(path).resolve()
-    st = p.stat()
-    return [str(p), st.st_size, st.st_mtime_ns]  # a rewritten file invalidates the cache
-
-
 def _frames(cfg: TrainConfig) -> list[Any]:
     """How each source frames its images (a landmarks file, native warps): part of the teacher cache key."""
-    return [[s.root, s.kind, _stamp(s.landmarks) if s.landmarks else "", s.native] for s in cfg.data.sources]
+    from faceattr.data.utkface import ChipFrame
+
+    # The image cache's own key for the framing (template, landmarks content, native); a CelebA source
+    # cannot set either, so its entry is the same constant on every run.
+    return [[s.root, s.kind, ChipFrame(landmarks=s.landmarks, native=s.native).key] for s in cfg.data.sources]
 
 
 def _cache_location(cfg: TrainConfig, teachers: Sequence[Path], paths: Sequence[str],
                     attributes: Sequence[str]) -> tuple[Path, str]:
     from faceattr.data.cache import default_cache_dir
 
-    stamps = [_stamp(t) for t in teachers]  # a retrained teacher invalidates the cache
+    stamps = []
+    for t in teachers:
+        p = t.resolve()
+        st = p.stat()
+        stamps.append([str(p), st.st_size, st.st_mtime_ns])  # a retrained teacher invalidates the cache
     images = hashlib.blake2b("\n".join(map(str, paths)).encode(), digest_size=16).hexdigest()
     fields: dict[str, Any] = {"teachers": stamps, "flip": cfg.distill.flip, "attributes": list(attributes),
                               "images": images}
