@@ -214,7 +214,7 @@ def soft_targets(cfg: TrainConfig, paths: Sequence[str], labels: np.ndarray, att
     excluded = [list(attributes).index(a) for a in cfg.distill.exclude]
     weight[excluded] = 0.0
     mixed = (1.0 - weight) * np.nan_to_num(labels) + weight * probs
-    unlabelled = probs if cfg.distill.fill else np.full_like(probs, np.nan)
+    unlabelled = probs.copy() if cfg.distill.fill else np.full_like(probs, np.nan)
     unlabelled[:, excluded] = np.nan  # an excluded attribute learns from labels only, where there are any
     if not known.all():
         logger.info("distill: %s %d unlabelled targets (%.1f%%) with the teachers' probabilities",
